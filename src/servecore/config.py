@@ -1,0 +1,143 @@
+"""The one configuration object.
+
+Every field of :class:`ServeConfig` is a ``servecore serve`` option of the same name (``max_body_size``
+is ``--max-body-size``) and an environment variable ``SERVECORE_<FIELD>`` (``SERVECORE_MAX_BODY_SIZE``).
+The CLI is generated from these fields, and ``tests/test_config.py`` keeps the three in step.
+The object only stores and validates values; nothing here touches the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from servecore.errors import ConfigError
+
+ENV_PREFIX = "SERVECORE_"
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def _opt(default: Any, help: str, *, metavar: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+def default_trt_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/servecore/tensorrt`` (``~/.cache/servecore/tensorrt``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "servecore" / "tensorrt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Everything ``servecore serve`` can be told, with its default."""
+
+    models: tuple[str, ...] = _opt(
+        (),
+        "Model files to serve (ONNX). None: the bundled demo model. "
+        "Each is named after its file's stem unless --model-name says otherwise.",
+    )
+    model_name: str | None = _opt(None, "Serve a single model under this name instead of its file's stem.")
+    host: str = _opt("127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
+    port: int = _opt(8000, "TCP port for HTTP.")
+    providers: str | None = _opt(
+        None,
+        "Comma-separated onnxruntime execution providers in priority order, e.g. "
+        "'CUDAExecutionProvider,CPUExecutionProvider'. Default: probe TensorRT, CUDA, then CPU.",
+        metavar="LIST",
+    )
+    trt_cache_dir: str = _opt(
+        "", "Directory for TensorRT engine caches (default ~/.cache/servecore/tensorrt).", metavar="DIR"
+    )
+    intra_op_threads: int = _opt(
+        0, "Threads onnxruntime may use inside one operator (0: onnxruntime's default).", metavar="N"
+    )
+    api_keys_file: str | None = _opt(
+        None,
+        "File of API keys, one 'name:key' per line ('#' starts a comment). When given, every "
+        "endpoint but the health probes requires 'Authorization: Bearer <key>', and the key's "
+        "name becomes the request's principal.",
+        metavar="FILE",
+    )
+    max_body_size: int = _opt(
+        64 * 1024 * 1024,
+        "Largest request body in bytes, checked before and after decompression (413 above it).",
+        metavar="BYTES",
+    )
+    graceful_timeout: float = _opt(
+        30.0,
+        "Seconds in-flight requests may take to finish after SIGTERM/SIGINT before the server exits.",
+        metavar="SECONDS",
+    )
+    not_ready_status: int = _opt(
+        400, "HTTP status of a negative readiness answer (the protocol says 400; some platforms want 503)."
+    )
+    pure_python: bool = _opt(False, "Use the pure-Python twins instead of the compiled core.")
+    disable_plugins: str = _opt(
+        "", "Comma-separated plugin names not to load (see 'servecore plugins').", metavar="LIST"
+    )
+    log_level: LogLevel = _opt("info", "Log level.")
+    access_log: bool = _opt(False, "Log every HTTP request.")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be within 0..65535, not {self.port}")
+        if self.max_body_size <= 0:
+            raise ConfigError(f"max_body_size must be positive, not {self.max_body_size}")
+        if self.graceful_timeout < 0:
+            raise ConfigError(f"graceful_timeout must be >= 0, not {self.graceful_timeout}")
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"intra_op_threads must be >= 0, not {self.intra_op_threads}")
+        if self.not_ready_status not in (400, 503):
+            raise ConfigError(f"not_ready_status must be 400 or 503, not {self.not_ready_status}")
+        if self.model_name is not None and len(self.models) > 1:
+            raise ConfigError("--model-name names a single model; several model files were given")
+        if self.model_name is not None and ("/" in self.model_name or not self.model_name):
+            raise ConfigError(f"model name {self.model_name!r} must be non-empty and contain no '/'")
+
+    @property
+    def disabled_plugins(self) -> frozenset[str]:
+        """The plugin names in :attr:`disable_plugins`."""
+        return frozenset(p.strip() for p in self.disable_plugins.split(",") if p.strip())
+
+    @property
+    def provider_list(self) -> tuple[str, ...] | None:
+        """The providers asked for with --providers, or None to probe."""
+        if not self.providers:
+            return None
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
+
+    @property
+    def resolved_trt_cache_dir(self) -> str:
+        return self.trt_cache_dir or default_trt_cache_dir()
+
+    def replace(self, **changes: Any) -> ServeConfig:
+        """A copy with *changes* applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def config_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of :class:`ServeConfig`, in declaration order."""
+    return dataclasses.fields(ServeConfig)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a config field: ``max_body_size`` -> ``SERVECORE_MAX_BODY_SIZE``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def option_name(field_name: str) -> str:
+    """The CLI option of a config field: ``max_body_size`` -> ``--max-body-size``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def from_mapping(values: Mapping[str, Any]) -> ServeConfig:
+    """Build a config from already-typed values (as the CLI does), rejecting unknown names."""
+    known = {f.name for f in config_fields()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
+    return ServeConfig(**values)

@@ -1,0 +1,349 @@
+"""The transport-agnostic core: authentication, model lookup, validation, execution, metadata.
+
+Transports (``servecore.http``) parse bytes into :class:`~servecore.types.InferenceRequest` and
+serialise what comes back; everything in between happens here, and this is the only caller of
+per-request plugin code (the authenticators).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from servecore import demo
+from servecore._version import __version__
+from servecore.codec import Codec, load_codec
+from servecore.datatypes import config_datatype, v2_datatype
+from servecore.errors import (
+    AuthenticationError,
+    BackendError,
+    InvalidInputError,
+    ServecoreError,
+    UnavailableError,
+)
+from servecore.metrics import Metrics
+from servecore.models import BackendRegistry, ModelSet, ModelVersion
+from servecore.types import (
+    Authenticator,
+    Backend,
+    InferenceRequest,
+    InferenceResponse,
+    InferOutput,
+    InferInput,
+    ModelEvent,
+    ModelSource,
+    Principal,
+    TensorSpec,
+)
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from servecore.config import ServeConfig
+
+logger = logging.getLogger("servecore")
+
+SERVER_NAME = "servecore"
+#: Protocol extensions this server implements (and nothing it does not).
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "parameters", "statistics")
+DEFAULT_VERSION = "1"
+
+
+def demo_model_path() -> Path:
+    """The small MLP that ships inside the package, served when no model is given."""
+    return Path(demo.__file__).with_name("mlp.onnx")
+
+
+def model_sources(config: ServeConfig) -> list[ModelSource]:
+    """The models a config asks for: each file named after its stem (or --model-name), version 1."""
+    paths = [Path(p) for p in config.models] or [demo_model_path()]
+    sources = []
+    for path in paths:
+        stem = path.name.split(".", 1)[0]
+        name = config.model_name or stem
+        sources.append(ModelSource(name=name, version=DEFAULT_VERSION, path=path))
+    names = [s.name for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(f"several model files would be served as {', '.join(duplicates)}")
+    return sources
+
+
+def _run(backend: Backend, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[Any, int, int]:
+    """Worker-thread body: run the backend and time it."""
+    start = time.perf_counter_ns()
+    result = backend.infer(feeds, names)
+    return result, start, time.perf_counter_ns()
+
+
+def _shape_matches(shape: tuple[int, ...], spec: tuple[int, ...]) -> bool:
+    if len(shape) != len(spec):
+        return False
+    return all(want < 0 or want == got for got, want in zip(shape, spec))
+
+
+def _batch_size(model: ModelVersion, inputs: list[InferInput]) -> int:
+    """Rows in this request: the first dimension when every input has a variable leading dim."""
+    specs = model.backend.inputs
+    if inputs and specs and all(s.shape and s.shape[0] < 0 for s in specs):
+        return inputs[0].shape[0]
+    return 1
+
+
+class DataPlane:
+    """Everything a transport can ask a servecore server."""
+
+    def __init__(
+        self,
+        *,
+        config: ServeConfig,
+        pm: pluggy.PluginManager,
+        metrics: Metrics | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.codec = codec or load_codec(pure_python=config.pure_python)
+        self.metrics = metrics or Metrics()
+        self.metrics.set_build_info(__version__, self.codec.implementation)
+        self.backends = BackendRegistry.from_plugins(pm)
+        self.models = ModelSet(notify=self._notify)
+        self.authenticators: list[Authenticator] = []
+        pm.hook.servecore_register_authenticators(register=self.authenticators.append, config=config)
+        self.shutting_down = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def load_models(self) -> None:
+        """Load every model the configuration names (raises ModelLoadError on the first failure)."""
+        for source in model_sources(self.config):
+            model = self.models.load(source, self.backends, self.config)
+            logger.info(
+                "serving model %s version %s (%s, %s)",
+                model.name, model.version, model.backend_name, model.backend.properties.get("providers", ""),
+            )
+
+    def close(self) -> None:
+        self.models.close()
+
+    def _notify(self, event: ModelEvent) -> None:
+        try:
+            self.pm.hook.servecore_on_model_event(event=event)
+        except Exception:  # a broken observer must not break model loading
+            logger.exception("a servecore_on_model_event implementation failed for %s", event)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    @property
+    def requires_auth(self) -> bool:
+        return bool(self.authenticators)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        """The caller's principal; raises AuthenticationError when authentication is required but fails."""
+        if not self.authenticators:
+            return None
+        for authenticator in self.authenticators:
+            principal = authenticator(headers)
+            if principal is not None:
+                return principal
+        raise AuthenticationError("authentication required: send 'Authorization: Bearer <key>'")
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return not self.shutting_down and len(self.models) > 0 and all(m.ready for m in self.models)
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        try:
+            model = self.models.get(name, version)
+        except UnavailableError:
+            return False
+        return model.ready and not self.shutting_down
+
+    def model(self, name: str, version: str | None) -> ModelVersion:
+        return self.models.get(name, version)
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        model = self.models.get(name, version)
+        backend = model.backend
+        return {
+            "name": model.name,
+            "versions": [v.version for v in self.models.versions(name)],
+            "platform": backend.platform,
+            "inputs": [s.as_metadata() for s in backend.inputs],
+            "outputs": [s.as_metadata() for s in backend.outputs],
+            "properties": {"backend": model.backend_name, **backend.properties},
+        }
+
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        model = self.models.get(name, version)
+        backend = model.backend
+        batch = backend.max_batch_size
+
+        def tensor(spec: TensorSpec) -> dict[str, Any]:
+            dims = list(spec.shape[1:] if batch > 0 else spec.shape)
+            return {"name": spec.name, "data_type": config_datatype(spec.datatype), "dims": dims}
+
+        return {
+            "name": model.name,
+            "platform": backend.platform,
+            "backend": model.backend_name,
+            "max_batch_size": batch,
+            "input": [{**tensor(s), "format": "FORMAT_NONE"} for s in backend.inputs],
+            "output": [tensor(s) for s in backend.outputs],
+            "version_policy": {"specific": {"versions": [int(v.version) for v in self.models.versions(name) if v.version.isdigit()]}},
+            "model_transaction_policy": {"decoupled": False},
+            "parameters": {k: {"string_value": v} for k, v in backend.properties.items()},
+        }
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        if name is None:
+            models = list(self.models)
+        elif version:
+            models = [self.models.get(name, version)]
+        else:
+            self.models.get(name)  # 404 for an unknown model
+            models = self.models.versions(name)
+        return {"model_stats": [m.stats.as_dict(m.name, m.version) for m in models]}
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate *request* against its model, run it off the event loop, shape the response."""
+        start = time.perf_counter_ns()
+        if self.shutting_down:
+            raise UnavailableError("the server is shutting down")
+        model = self.models.get(request.model_name, request.model_version)
+        if not model.ready:
+            raise UnavailableError(f"model {model.name!r} version {model.version} is not ready")
+        feeds = self._feeds(model, request.inputs)
+        wanted = self._requested_outputs(model, request)
+        names = [name for name, _, _ in wanted]
+        series = self.metrics.series(model.name, model.version)
+        inflight = self.metrics.inflight
+        inflight.inc()
+        submitted = time.perf_counter_ns()
+        try:
+            loop = asyncio.get_running_loop()
+            result, began, ended = await loop.run_in_executor(model.executor, _run, model.backend, feeds, names)
+            outputs = [
+                self._output(model, name, result, binary, class_count) for name, binary, class_count in wanted
+            ]
+        except ServecoreError:
+            self._failed(model, series, start)
+            raise
+        except Exception as exc:
+            self._failed(model, series, start)
+            raise BackendError(f"model {model.name!r} version {model.version}: {exc}") from exc
+        finally:
+            inflight.dec()
+        done = time.perf_counter_ns()
+        request_ns = done - start
+        model.stats.record_success(
+            batch_size=_batch_size(model, request.inputs),
+            request_ns=request_ns,
+            queue_ns=began - submitted,
+            input_ns=submitted - start,
+            infer_ns=ended - began,
+            output_ns=done - ended,
+        )
+        series.success.inc()
+        series.request.observe(request_ns / 1e9)
+        series.queue.observe((began - submitted) / 1e9)
+        series.compute.observe((ended - began) / 1e9)
+        return InferenceResponse(model.name, model.version, outputs, id=request.id)
+
+    def _failed(self, model: ModelVersion, series: Any, start: int) -> None:
+        elapsed = time.perf_counter_ns() - start
+        model.stats.record_failure(elapsed)
+        series.failure.inc()
+        series.request.observe(elapsed / 1e9)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _feeds(model: ModelVersion, inputs: list[InferInput]) -> dict[str, np.ndarray]:
+        specs = model.inputs_by_name
+        feeds: dict[str, np.ndarray] = {}
+        for tensor in inputs:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInputError(
+                    f"model {model.name!r} has no input {tensor.name!r}; its inputs are {', '.join(specs)}"
+                )
+            if tensor.name in feeds:
+                raise InvalidInputError(f"input {tensor.name!r} appears more than once")
+            if tensor.datatype != spec.datatype:
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {spec.datatype}"
+                )
+            if not _shape_matches(tensor.shape, spec.shape):
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: shape {list(tensor.shape)} does not match the model's {list(spec.shape)}"
+                )
+            feeds[tensor.name] = tensor.data
+        if len(feeds) != len(specs):
+            missing = [name for name in specs if name not in feeds]
+            raise InvalidInputError(f"model {model.name!r} needs inputs that are missing: {', '.join(missing)}")
+        return feeds
+
+    @staticmethod
+    def _requested_outputs(model: ModelVersion, request: InferenceRequest) -> list[tuple[str, bool, int]]:
+        default = request.binary_output_default
+        if request.outputs is None:
+            return [(spec.name, default, 0) for spec in model.backend.outputs]
+        wanted: list[tuple[str, bool, int]] = []
+        seen: set[str] = set()
+        for out in request.outputs:
+            if out.name not in model.outputs_by_name:
+                raise InvalidInputError(
+                    f"model {model.name!r} has no output {out.name!r}; its outputs are {', '.join(model.outputs_by_name)}"
+                )
+            if out.name in seen:
+                raise InvalidInputError(f"output {out.name!r} is requested more than once")
+            seen.add(out.name)
+            wanted.append((out.name, default if out.binary is None else out.binary, out.class_count))
+        return wanted
+
+    @staticmethod
+    def _output(model: ModelVersion, name: str, result: Mapping[str, np.ndarray], binary: bool, class_count: int) -> InferOutput:
+        try:
+            array = np.asarray(result[name])
+        except KeyError:
+            raise BackendError(f"model {model.name!r}: backend {model.backend_name!r} returned no output {name!r}") from None
+        spec = model.outputs_by_name[name]
+        datatype = spec.datatype if spec.datatype in ("BF16", "BYTES") else v2_datatype(array.dtype)
+        if class_count:
+            return _classification(name, array, class_count, batched=model.backend.max_batch_size > 0, binary=binary)
+        return InferOutput(name, datatype, array.shape, array, binary)
+
+
+def _classification(name: str, array: np.ndarray, k: int, *, batched: bool, binary: bool) -> InferOutput:
+    """Replace an output by its top-*k* ``"value:index"`` strings (the classification extension)."""
+    if array.dtype.kind not in "biuf":
+        raise InvalidInputError(f"output {name!r}: classification needs a numeric output, not {v2_datatype(array.dtype)}")
+    rows = array.reshape(array.shape[0], -1) if batched and array.ndim > 1 else array.reshape(1, -1)
+    k = min(k, rows.shape[1])
+    order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
+    labels = np.empty((rows.shape[0], k), dtype=object)
+    for r in range(rows.shape[0]):
+        for j, index in enumerate(order[r]):
+            labels[r, j] = f"{float(rows[r, index]):f}:{int(index)}".encode()
+    shape = labels.shape if batched and array.ndim > 1 else (k,)
+    return InferOutput(name, "BYTES", shape, labels.reshape(shape), binary)
+
+
+def create_dataplane(config: ServeConfig, pm: pluggy.PluginManager) -> DataPlane:
+    """A data plane with every configured model loaded."""
+    dataplane = DataPlane(config=config, pm=pm)
+    dataplane.load_models()
+    return dataplane

@@ -1,0 +1,89 @@
+"""The plugin contract: every hook servecore calls, typed and documented.
+
+Plugins implement these with the :data:`hookimpl` marker (``from servecore import hookimpl``)
+and are found through the ``servecore`` entry-point group. ``docs/plugin_hooks.md`` documents each
+hook with an example; ``tests/test_meta.py`` fails when a hook lacks documentation or a test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from servecore.config import ServeConfig
+    from servecore.types import Authenticator, BackendLoader, ModelEvent
+
+PROJECT = "servecore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marker for hook implementations: ``@hookimpl def servecore_register_backends(register): ...``
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: ``register(name, loader, *, suffixes, priority=0)``, handed to :func:`servecore_register_backends`.
+RegisterBackend = Callable[..., None]
+#: ``register(authenticator)``, handed to :func:`servecore_register_authenticators`.
+RegisterAuthenticator = Callable[["Authenticator"], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up: collection hooks, called once when a server (or a CLI command) builds its plugins.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def servecore_register_backends(register: RegisterBackend) -> None:
+    """Register model backends.
+
+    Call ``register(name, loader, *, suffixes, priority=0)`` once per backend:
+
+    :param register: the callback. ``name`` is the backend's name (``onnxruntime``); ``loader`` is a
+        :data:`servecore.types.BackendLoader`, called as ``loader(source, config)`` with a
+        :class:`~servecore.types.ModelSource` and the :class:`~servecore.config.ServeConfig`, returning
+        a :class:`~servecore.types.Backend`; ``suffixes`` are the artefact file suffixes it serves
+        (``(".onnx",)``); when several backends claim a suffix the highest ``priority`` wins, and a
+        name registered twice is an error.
+
+    Called once per server start and by ``servecore info`` / ``servecore plugins``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def servecore_register_authenticators(register: RegisterAuthenticator, config: ServeConfig) -> None:
+    """Register request authenticators for this server's configuration.
+
+    :param register: call ``register(authenticator)`` with a :class:`~servecore.types.Authenticator`,
+        a callable taking the request's headers (lower-case names) and returning a
+        :class:`~servecore.types.Principal`, None to pass, or raising
+        :class:`~servecore.errors.AuthenticationError`.
+    :param config: the server's configuration; register nothing when your plugin is not configured.
+
+    When at least one authenticator is registered, every endpoint except the health probes requires
+    one of them to return a principal; otherwise the request is answered 401 ``{"error": ...}``.
+    Authenticators are asked in registration order; the first principal wins. With none registered
+    the server is open. Called once per server start.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Notifications: called as things happen; implementations must be quick and must not raise.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def servecore_on_model_event(event: ModelEvent) -> None:
+    """A model version changed state.
+
+    :param event: a :class:`~servecore.types.ModelEvent` naming the model, version, new ``state``
+        (``loading``, ``ready``, ``failed``, ``unloaded``), the backend and a ``reason``.
+
+    Called on the thread that loads or unloads the model, in the order the transitions happen.
+    An exception raised by an implementation is logged and otherwise ignored.
+
+    .. versionadded:: 0.1
+    """

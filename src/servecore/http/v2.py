@@ -1,0 +1,254 @@
+"""The V2 wire format: JSON header plus binary tensor data, in both directions (protocol.md 1-3)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+from servecore.codec import Codec
+from servecore.datatypes import NUMPY_DTYPES, WIRE_ITEMSIZE, bf16_to_float32
+from servecore.errors import InvalidInputError
+from servecore.types import InferenceRequest, InferenceResponse, InferInput, RequestedOutput, TensorSpec
+
+#: Largest accepted ``Inference-Header-Content-Length`` (int32, as Triton).
+MAX_HEADER_LENGTH = 2**31 - 1
+_LE = {name: dt.newbyteorder("<") for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}
+
+
+def parse_header_length(value: str | None, body_length: int) -> int | None:
+    """The JSON length from ``Inference-Header-Content-Length``, or None when the header is absent."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise InvalidInputError(f"Inference-Header-Content-Length must be a non-negative integer, not {value!r}")
+    length = int(text)
+    if length > MAX_HEADER_LENGTH or length > body_length:
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {length} is larger than the request body ({body_length} bytes)"
+        )
+    return length
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        raise InvalidInputError(f"{what}: '{key}' is required")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise InvalidInputError(f"{what}: '{key}' has the wrong JSON type")
+    return value
+
+
+def _parameters(obj: dict[str, Any], what: str) -> dict[str, Any]:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInputError(f"{what}: 'parameters' must be a JSON object")
+    return params
+
+
+def _shape(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{what}: 'shape' must be a list of non-negative integers")
+    for dim in value:
+        if type(dim) is not int or dim < 0:
+            raise InvalidInputError(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
+        if dim > 2**63 - 1:
+            raise InvalidInputError(f"{what}: dimension {dim} is too large")
+    return tuple(value)
+
+
+def _load_json(raw: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"malformed JSON in request body: {exc}") from None
+
+
+def parse_request(
+    body: bytes, header_length: int | None, *, model_name: str, model_version: str | None, codec: Codec
+) -> InferenceRequest:
+    """Parse a V2 inference request body (JSON, optionally followed by binary tensor data)."""
+    json_end = len(body) if header_length is None else header_length
+    view = memoryview(body)
+    doc = _load_json(view[:json_end])
+    if not isinstance(doc, dict):
+        raise InvalidInputError("the request body must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError("'inputs' must be a non-empty list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError("'id' must be a string")
+    params = _parameters(doc, "request")
+    binary_default = params.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise InvalidInputError("parameter 'binary_data_output' must be a boolean")
+    offset = json_end
+    inputs: list[InferInput] = []
+    for index, raw in enumerate(raw_inputs):
+        tensor, offset = _parse_input(raw, index, view, offset, codec)
+        inputs.append(tensor)
+    if offset != len(body):
+        raise InvalidInputError(f"unexpected additional input data: {len(body) - offset} bytes after the last tensor")
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        outputs=_parse_outputs(doc.get("outputs")),
+        id=request_id,
+        parameters=params,
+        binary_output_default=binary_default,
+    )
+
+
+def _parse_input(raw: Any, index: int, body: memoryview, offset: int, codec: Codec) -> tuple[InferInput, int]:
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"inputs[{index}] must be a JSON object")
+    name = _require(raw, "name", str, f"inputs[{index}]")
+    what = f"input {name!r}"
+    datatype = _require(raw, "datatype", str, what)
+    if datatype not in NUMPY_DTYPES:
+        raise InvalidInputError(f"{what}: unknown datatype {datatype!r}")
+    shape = _shape(_require(raw, "shape", list, what), what)
+    count = math.prod(shape)
+    params = _parameters(raw, what)
+    binary_size = params.get("binary_data_size")
+    has_data = "data" in raw
+    if "shared_memory_region" in params:
+        raise InvalidInputError(f"{what}: shared memory is not supported")
+    if has_data == (binary_size is not None):
+        raise InvalidInputError(f"{what}: set exactly one of 'data' and parameters.binary_data_size")
+    if has_data:
+        array = codec.json_to_array(raw["data"], datatype, count, name)
+        return InferInput(name, datatype, shape, array.reshape(shape), params), offset
+    if type(binary_size) is not int or binary_size < 0:
+        raise InvalidInputError(f"{what}: binary_data_size must be a non-negative integer")
+    end = offset + binary_size
+    if end > len(body):
+        raise InvalidInputError(
+            f"unexpected size for input {name!r}: expected {binary_size} bytes, "
+            f"the body holds {len(body) - offset} more"
+        )
+    blob = body[offset:end]
+    if datatype == "BYTES":
+        array = codec.decode_bytes(blob, count, name)
+    else:
+        expected = count * WIRE_ITEMSIZE[datatype]
+        if binary_size != expected:
+            raise InvalidInputError(
+                f"unexpected size for input {name!r}: shape {list(shape)} of {datatype} needs "
+                f"{expected} bytes, binary_data_size is {binary_size}"
+            )
+        array = np.frombuffer(blob, dtype=_LE[datatype])
+        if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+            raise InvalidInputError(f"{what}: BOOL bytes must be 0 or 1")
+    return InferInput(name, datatype, shape, array.reshape(shape), params), end
+
+
+def _parse_outputs(raw: Any) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidInputError("'outputs' must be a list")
+    outputs = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"outputs[{index}] must be a JSON object")
+        name = _require(item, "name", str, f"outputs[{index}]")
+        params = _parameters(item, f"output {name!r}")
+        binary = params.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidInputError(f"output {name!r}: binary_data must be a boolean")
+        classes = params.get("classification", 0)
+        if type(classes) is not int or classes < 0:
+            raise InvalidInputError(f"output {name!r}: classification must be a non-negative integer")
+        if "shared_memory_region" in params:
+            raise InvalidInputError(f"output {name!r}: shared memory is not supported")
+        outputs.append(RequestedOutput(name, binary, classes, params))
+    return outputs
+
+
+def parse_raw_binary(body: bytes, spec: TensorSpec, *, model_name: str, model_version: str | None, codec: Codec) -> InferenceRequest:
+    """A raw binary request (``Inference-Header-Content-Length: 0``): the body is the only input's data.
+
+    The tensor is one batch row; the model's single variable dimension takes whatever size the
+    bytes give (BYTES inputs hold exactly one element).
+    """
+    dims = list(spec.shape)
+    variable = [i for i, d in enumerate(dims) if d < 0]
+    if len(variable) > 1 and not (spec.shape[0] < 0 and len(variable) == 2):
+        raise InvalidInputError(f"raw binary input {spec.name!r} needs at most one variable dimension")
+    if spec.shape and spec.shape[0] < 0:
+        dims[0] = 1
+        variable = variable[1:]
+    if spec.datatype == "BYTES":
+        dims = [1 if d < 0 else d for d in dims]
+        array = codec.decode_bytes(body, math.prod(dims), spec.name)
+    else:
+        itemsize = WIRE_ITEMSIZE[spec.datatype]
+        fixed = math.prod(d for d in dims if d >= 0) * itemsize
+        if variable:
+            if fixed == 0 or len(body) % fixed:
+                raise InvalidInputError(f"raw binary input {spec.name!r}: {len(body)} bytes do not fit shape {spec.shape}")
+            dims[variable[0]] = len(body) // fixed
+        elif len(body) != fixed:
+            raise InvalidInputError(f"raw binary input {spec.name!r}: expected {fixed} bytes, got {len(body)}")
+        array = np.frombuffer(body, dtype=_LE[spec.datatype])
+    shape = tuple(dims)
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=[InferInput(spec.name, spec.datatype, shape, array.reshape(shape))],
+        binary_output_default=True,
+    )
+
+
+def encode_response(response: InferenceResponse, codec: Codec) -> tuple[bytes, int | None]:
+    """The response body, and the JSON length when binary tensor data follows it (else None)."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for out in response.outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
+        if out.binary:
+            blob = _binary(out.datatype, out.data, codec)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_data(out.name, out.datatype, out.data)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _binary(datatype: str, data: np.ndarray, codec: Codec) -> bytes:
+    if datatype == "BYTES":
+        return codec.encode_bytes(data)
+    if datatype == "BF16":
+        return np.ascontiguousarray(data, dtype=np.uint16).astype("<u2", copy=False).tobytes()
+    return np.ascontiguousarray(data).astype(_LE[datatype], copy=False).tobytes()
+
+
+def _json_data(name: str, datatype: str, data: np.ndarray) -> Sequence[Any] | np.ndarray:
+    if datatype == "BYTES":
+        try:
+            return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in data.ravel().tolist()]
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"output {name!r} holds bytes that are not UTF-8 and cannot be sent as JSON; request it as binary data"
+            ) from None
+    if datatype == "BF16":
+        return bf16_to_float32(data.ravel())
+    return np.ascontiguousarray(data).ravel()

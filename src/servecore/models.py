@@ -1,0 +1,165 @@
+"""Loaded models: which backend serves which file, and the versions being served.
+
+A :class:`ModelVersion` owns its backend, a worker thread for execution (so inference never runs
+on the event loop) and its statistics. :class:`ModelSet` indexes them by name and version.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import pluggy
+
+from servecore.errors import ConfigError, ModelLoadError, ModelNotFoundError, UnavailableError
+from servecore.stats import ModelStats
+from servecore.types import Backend, BackendLoader, BackendRegistration, ModelEvent, ModelSource, TensorSpec
+
+if TYPE_CHECKING:
+    from servecore.config import ServeConfig
+
+logger = logging.getLogger("servecore.models")
+
+READY = "ready"
+LOADING = "loading"
+FAILED = "failed"
+UNLOADED = "unloaded"
+
+
+class BackendRegistry:
+    """The backends plugins registered, looked up by artefact suffix."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, BackendRegistration] = {}
+
+    @classmethod
+    def from_plugins(cls, pm: pluggy.PluginManager) -> BackendRegistry:
+        """Collect every backend registered through ``servecore_register_backends``."""
+        registry = cls()
+
+        def register(
+            name: str, loader: BackendLoader, *, suffixes: tuple[str, ...] | list[str], priority: int = 0
+        ) -> None:
+            registry.add(BackendRegistration(name, loader, tuple(suffixes), priority))
+
+        pm.hook.servecore_register_backends(register=register)
+        return registry
+
+    def add(self, registration: BackendRegistration) -> None:
+        if registration.name in self._by_name:
+            raise ConfigError(f"backend {registration.name!r} is registered twice")
+        self._by_name[registration.name] = registration
+
+    def __iter__(self) -> Iterator[BackendRegistration]:
+        return iter(sorted(self._by_name.values(), key=lambda r: (-r.priority, r.name)))
+
+    def for_path(self, path: Path) -> BackendRegistration:
+        """The highest-priority backend claiming *path*'s suffix."""
+        name = path.name.lower()
+        for registration in self:
+            if any(name.endswith(s.lower()) for s in registration.suffixes):
+                return registration
+        known = sorted({s for r in self for s in r.suffixes})
+        raise ModelLoadError(
+            f"no backend serves {path.name!r}; installed backends take: {', '.join(known) or 'nothing'}"
+        )
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One served model version."""
+
+    source: ModelSource
+    backend: Backend
+    backend_name: str
+    executor: ThreadPoolExecutor
+    stats: ModelStats = field(default_factory=ModelStats)
+    state: str = READY
+    inputs_by_name: dict[str, TensorSpec] = field(init=False)
+    outputs_by_name: dict[str, TensorSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inputs_by_name = {s.name: s for s in self.backend.inputs}
+        self.outputs_by_name = {s.name: s for s in self.backend.outputs}
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def version(self) -> str:
+        return self.source.version
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+class ModelSet:
+    """The model versions of one server, by name and version."""
+
+    def __init__(self, *, notify: Callable[[ModelEvent], None]) -> None:
+        self._models: dict[str, dict[str, ModelVersion]] = {}
+        self._notify = notify
+
+    def load(self, source: ModelSource, registry: BackendRegistry, config: ServeConfig) -> ModelVersion:
+        """Load *source* with the backend that claims its file; raises ModelLoadError."""
+        registration = registry.for_path(source.path)
+        self._notify(ModelEvent(source.name, source.version, LOADING, backend=registration.name))
+        try:
+            backend = registration.loader(source, config)
+        except ModelLoadError as exc:
+            self._notify(ModelEvent(source.name, source.version, FAILED, str(exc), registration.name))
+            raise
+        except Exception as exc:
+            message = f"model {source.name!r}: backend {registration.name!r} failed to load {source.path}: {exc}"
+            self._notify(ModelEvent(source.name, source.version, FAILED, message, registration.name))
+            raise ModelLoadError(message) from exc
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"servecore-{source.name}")
+        model = ModelVersion(source, backend, registration.name, executor)
+        self._models.setdefault(source.name, {})[source.version] = model
+        self._notify(ModelEvent(source.name, source.version, READY, backend=registration.name))
+        return model
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version asked for, or the highest ready one; 404 when unknown, 503 when not ready."""
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFoundError(f"model {name!r} is not served here")
+        if version is None or version == "":
+            ready = [v for v in versions.values() if v.ready]
+            if not ready:
+                raise UnavailableError(f"model {name!r} has no ready version")
+            return max(ready, key=lambda v: _version_key(v.version))
+        model = versions.get(version)
+        if model is None:
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+        return model
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return sorted(self._models.get(name, {}).values(), key=lambda v: _version_key(v.version))
+
+    def __iter__(self) -> Iterator[ModelVersion]:
+        for name in sorted(self._models):
+            yield from self.versions(name)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._models.values())
+
+    def close(self) -> None:
+        """Unload everything: stop the workers (after their current call) and free the backends."""
+        for model in list(self):
+            model.executor.shutdown(wait=True)
+            try:
+                model.backend.close()
+            finally:
+                model.state = UNLOADED
+                self._notify(ModelEvent(model.name, model.version, UNLOADED, backend=model.backend_name))
+        self._models.clear()

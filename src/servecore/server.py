@@ -1,0 +1,123 @@
+"""Run a server: build the plugins, the data plane and the app, and hand them to uvicorn.
+
+SIGTERM/SIGINT: readiness turns false at once, the listening socket closes (no new connections),
+in-flight requests get ``graceful_timeout`` seconds to finish, then the models are unloaded and
+:func:`serve` returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable
+
+import uvicorn
+
+from servecore.dataplane import DataPlane, create_dataplane
+from servecore.http.app import ServecoreApp
+from servecore.plugins import get_plugin_manager
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from servecore.config import ServeConfig
+
+logger = logging.getLogger("servecore")
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, turning readiness off as soon as a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, on_started: Callable[[str, int], None]) -> None:
+        super().__init__(config)
+        self.dataplane = dataplane
+        self.on_started = on_started
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.dataplane.shutting_down:
+            logger.info("shutting down: readiness is now false, finishing in-flight requests")
+        self.dataplane.shutting_down = True
+        # Unlike uvicorn's own handler, the signal is not recorded for re-raising after shutdown:
+        # a graceful stop by SIGTERM is a success and exits 0. A second SIGINT forces the exit.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.on_started(host, port)
+
+
+def example_request(dataplane: DataPlane, host: str, port: int) -> str:
+    """A ready-to-paste curl command for the first model served."""
+    import orjson
+
+    model = next(iter(dataplane.models))
+    samples = {"BOOL": True, "BYTES": "hello", "FP16": 0.5, "FP32": 0.5, "FP64": 0.5}
+    inputs = []
+    for spec in model.backend.inputs:
+        shape = [1 if d < 0 else d for d in spec.shape]
+        count = 1
+        for d in shape:
+            count *= d
+        value: Any = samples.get(spec.datatype, 1)
+        inputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": [value] * count})
+    body = orjson.dumps({"inputs": inputs}).decode()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    auth = " -H 'Authorization: Bearer <key>'" if dataplane.requires_auth else ""
+    return (
+        f"curl -s http://{shown}:{port}/v2/models/{model.name}/infer"
+        f" -H 'Content-Type: application/json'{auth} -d '{body}'"
+    )
+
+
+def serve(
+    config: ServeConfig,
+    *,
+    pm: pluggy.PluginManager | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> int:
+    """Serve until a shutdown signal; returns the process exit code (0 after a clean shutdown).
+
+    Raises :class:`~servecore.errors.ServecoreError` subclasses when a model cannot be loaded.
+    """
+    pm = pm or get_plugin_manager(disabled=config.disabled_plugins)
+    dataplane = create_dataplane(config, pm)
+    logger.info("servecore core: %s", dataplane.codec.implementation)
+
+    def started(host: str, port: int) -> None:
+        print_fn(f"servecore is serving {len(dataplane.models)} model(s) on http://{host}:{port}")
+        print_fn("Try it:\n  " + example_request(dataplane, host, port))
+        sys.stdout.flush()
+
+    uv_config = uvicorn.Config(
+        ServecoreApp(dataplane),
+        host=config.host,
+        port=config.port,
+        loop="uvloop" if _has_module("uvloop") else "asyncio",
+        http="httptools" if _has_module("httptools") else "h11",
+        lifespan="off",
+        access_log=config.access_log,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=config.graceful_timeout,
+        server_header=False,
+    )
+    server = _Server(uv_config, dataplane, started)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+        return int(exc.code or 1)
+    finally:
+        dataplane.close()
+    return 0 if server.started else 1

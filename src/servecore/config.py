@@ -55,6 +55,13 @@ class ServeConfig:
     intra_op_threads: int = _opt(
         0, "Threads onnxruntime may use inside one operator (0: onnxruntime's default).", metavar="N"
     )
+    inline_compute_us: int = _opt(
+        100,
+        "Run a model on the event-loop thread when its measured execution takes at most this many "
+        "microseconds per request, instead of handing it to its worker thread (a thread hand-off "
+        "costs more than a small model's whole run). 0: always use the worker thread.",
+        metavar="US",
+    )
     api_keys_file: str | None = _opt(
         None,
         "File of API keys, one 'name:key' per line ('#' starts a comment). When given, every "
@@ -89,6 +96,8 @@ class ServeConfig:
             raise ConfigError(f"max_body_size must be positive, not {self.max_body_size}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be >= 0, not {self.graceful_timeout}")
+        if self.inline_compute_us < 0:
+            raise ConfigError(f"inline_compute_us must be >= 0, not {self.inline_compute_us}")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads must be >= 0, not {self.intra_op_threads}")
         if self.not_ready_status not in (400, 503):

@@ -116,6 +116,7 @@ class DataPlane:
         self.authenticators: list[Authenticator] = []
         pm.hook.servecore_register_authenticators(register=self.authenticators.append, config=config)
         self.shutting_down = False
+        self.inline_ns = config.inline_compute_us * 1000
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -229,12 +230,20 @@ class DataPlane:
         wanted = self._requested_outputs(model, request)
         names = [name for name, _, _ in wanted]
         series = self.metrics.series(model.name, model.version)
+        rows = _batch_size(model, request.inputs)
         inflight = self.metrics.inflight
         inflight.inc()
         submitted = time.perf_counter_ns()
         try:
-            loop = asyncio.get_running_loop()
-            result, began, ended = await loop.run_in_executor(model.executor, _run, model.backend, feeds, names)
+            predicted = model.predicted_ns(rows)
+            if predicted is not None and predicted <= self.inline_ns:
+                # Cheaper than the hand-off to the worker thread, and short enough not to hold up
+                # other requests or the health probes (see --inline-compute-us).
+                result, began, ended = _run(model.backend, feeds, names)
+            else:
+                loop = asyncio.get_running_loop()
+                result, began, ended = await loop.run_in_executor(model.executor, _run, model.backend, feeds, names)
+            model.observe_compute(ended - began, rows)
             outputs = [
                 self._output(model, name, result, binary, class_count) for name, binary, class_count in wanted
             ]
@@ -249,7 +258,7 @@ class DataPlane:
         done = time.perf_counter_ns()
         request_ns = done - start
         model.stats.record_success(
-            batch_size=_batch_size(model, request.inputs),
+            batch_size=rows,
             request_ns=request_ns,
             queue_ns=began - submitted,
             input_ns=submitted - start,

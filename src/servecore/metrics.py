@@ -1,82 +1,178 @@
-"""Prometheus metrics of one server, in a registry of its own (no process-global state)."""
+"""Prometheus metrics of one server, in a registry of its own (no process-global state).
+
+The request path only bumps plain integers and bucket counts (no locks, no label lookups);
+a custom collector turns them into Prometheus families when ``/metrics`` is scraped. Everything
+is updated on the event-loop thread.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-# Latency buckets from 50 µs to 10 s: small models answer in well under a millisecond.
-LATENCY_BUCKETS = (
+#: Latency buckets from 50 µs to 10 s: small models answer in well under a millisecond.
+LATENCY_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class LatencyHistogram:
+    """Bucket counts and a sum, in seconds; ``observe`` is one binary search and two additions."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+class Count:
+    """A counter: ``inc`` adds one."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
 @dataclass(slots=True)
-class _ModelSeries:
-    """Label-bound children of one model version, looked up once instead of on every request."""
+class ModelSeries:
+    """The series of one model version."""
 
-    success: Any
-    failure: Any
-    request: Any
-    queue: Any
-    compute: Any
+    success: Count = field(default_factory=Count)
+    failure: Count = field(default_factory=Count)
+    request: LatencyHistogram = field(default_factory=LatencyHistogram)
+    queue: LatencyHistogram = field(default_factory=LatencyHistogram)
+    compute: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
-@dataclass
+class Gauge1:
+    """An up-down gauge."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
+class _ByStatus:
+    """``http_errors.labels("404").inc()``: counts by status code."""
+
+    def __init__(self) -> None:
+        self.counts: Tally[str] = Tally()
+
+    def labels(self, status: str) -> _StatusCounter:
+        return _StatusCounter(self.counts, status)
+
+
+@dataclass(slots=True)
+class _StatusCounter:
+    counts: Tally[str]
+    status: str
+
+    def inc(self) -> None:
+        self.counts[self.status] += 1
+
+
 class Metrics:
     """The server's metrics; :meth:`render` gives the ``/metrics`` body."""
 
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.requests = Counter(
-            "servecore_requests", "Inference requests by model, version and outcome.",
-            ["model", "version", "outcome"], registry=r,
-        )
-        self.request_seconds = Histogram(
-            "servecore_request_duration_seconds", "Inference request latency inside the server.",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.queue_seconds = Histogram(
-            "servecore_queue_duration_seconds", "Time a request waited before its model ran.",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.compute_seconds = Histogram(
-            "servecore_compute_duration_seconds", "Model execution time.",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.inflight = Gauge("servecore_inflight_requests", "Inference requests being processed.", registry=r)
-        self.http_errors = Counter(
-            "servecore_http_errors", "Requests answered with an error status, by status code.", ["status"], registry=r,
-        )
-        self.build = Info("servecore_build", "Version and active core of this server.", registry=r)
-        self._series: dict[tuple[str, str], _ModelSeries] = {}
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.inflight = Gauge1()
+        self.http_errors = _ByStatus()
+        self.rejected: Tally[tuple[str, str, str]] = Tally()
+        self.build: dict[str, str] = {}
+        self._series: dict[tuple[str, str], ModelSeries] = {}
+        self.registry.register(_Collector(self))
 
     def set_build_info(self, version: str, core: str) -> None:
-        self.build.info({"version": version, "core": core})
+        self.build = {"version": version, "core": core}
 
-    def series(self, model: str, version: str) -> _ModelSeries:
-        key = (model, version)
-        found = self._series.get(key)
+    def series(self, model: str, version: str) -> ModelSeries:
+        found = self._series.get((model, version))
         if found is None:
-            found = self._series[key] = _ModelSeries(
-                success=self.requests.labels(model, version, "success"),
-                failure=self.requests.labels(model, version, "failure"),
-                request=self.request_seconds.labels(model, version),
-                queue=self.queue_seconds.labels(model, version),
-                compute=self.compute_seconds.labels(model, version),
-            )
+            found = self._series[(model, version)] = ModelSeries()
         return found
 
     def count_rejected(self, model: str, version: str, outcome: str) -> None:
         """A request refused before it reached a model (``invalid``, ``not_found``, ``unavailable``...)."""
-        self.requests.labels(model, version, outcome).inc()
+        self.rejected[(model, version, outcome)] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Collector:
+    """Reads :class:`Metrics` into Prometheus families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(
+            "servecore_requests", "Inference requests by model, version and outcome.",
+            labels=["model", "version", "outcome"],
+        )
+        for (model, version), s in sorted(m._series.items()):
+            requests.add_metric([model, version, "success"], s.success.value)
+            requests.add_metric([model, version, "failure"], s.failure.value)
+        for (model, version, outcome), count in sorted(m.rejected.items()):
+            requests.add_metric([model, version, outcome], count)
+        yield requests
+        for attr, name, doc in (
+            ("request", "servecore_request_duration_seconds", "Inference request latency inside the server."),
+            ("queue", "servecore_queue_duration_seconds", "Time a request waited before its model ran."),
+            ("compute", "servecore_compute_duration_seconds", "Model execution time."),
+        ):
+            family = HistogramMetricFamily(name, doc, labels=["model", "version"])
+            for (model, version), s in sorted(m._series.items()):
+                h: LatencyHistogram = getattr(s, attr)
+                family.add_metric([model, version], h.cumulative(), h.total)
+            yield family
+        yield GaugeMetricFamily("servecore_inflight_requests", "Inference requests being processed.", value=m.inflight.value)
+        errors = CounterMetricFamily(
+            "servecore_http_errors", "Requests answered with an error status, by status code.", labels=["status"]
+        )
+        for status, count in sorted(m.http_errors.counts.items()):
+            errors.add_metric([status], count)
+        yield errors
+        info = InfoMetricFamily("servecore_build", "Version and active core of this server.", labels=[])
+        info.add_metric([], m.build)
+        yield info

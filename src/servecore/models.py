@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("servecore.models")
 
+#: runs before an execution-time prediction is trusted, and the smoothing of later runs
+WARMUP_RUNS = 3
+EWMA_ALPHA = 0.1
+
 READY = "ready"
 LOADING = "loading"
 FAILED = "failed"
@@ -85,6 +89,25 @@ class ModelVersion:
         self.inputs_by_name = {s.name: s for s in self.backend.inputs}
         self.outputs_by_name = {s.name: s for s in self.backend.outputs}
 
+    #: smoothed execution time per batch row, learned from every run (None until measured)
+    ns_per_row: float | None = None
+    _runs: int = 0
+
+    def observe_compute(self, ns: int, rows: int) -> None:
+        """Learn from one execution of *rows* rows that took *ns* nanoseconds."""
+        per_row = ns / max(rows, 1)
+        self._runs += 1
+        if self.ns_per_row is None or self._runs <= WARMUP_RUNS:
+            self.ns_per_row = per_row  # the first runs are slow: let the later ones set the level
+        else:
+            self.ns_per_row += EWMA_ALPHA * (per_row - self.ns_per_row)
+
+    def predicted_ns(self, rows: int) -> float | None:
+        """Expected execution time for *rows* rows, or None before the model has run enough."""
+        if self.ns_per_row is None or self._runs <= WARMUP_RUNS:
+            return None
+        return self.ns_per_row * max(rows, 1)
+
     @property
     def name(self) -> str:
         return self.source.name
@@ -107,7 +130,16 @@ class ModelSet:
 
     def __init__(self, *, notify: Callable[[ModelEvent], None]) -> None:
         self._models: dict[str, dict[str, ModelVersion]] = {}
+        #: the version an unversioned request gets, per name; rebuilt whenever versions change
+        self._latest: dict[str, ModelVersion] = {}
         self._notify = notify
+
+    def _refresh(self, name: str) -> None:
+        ready = [v for v in self._models.get(name, {}).values() if v.ready]
+        if ready:
+            self._latest[name] = max(ready, key=lambda v: _version_key(v.version))
+        else:
+            self._latest.pop(name, None)
 
     def load(self, source: ModelSource, registry: BackendRegistry, config: ServeConfig) -> ModelVersion:
         """Load *source* with the backend that claims its file; raises ModelLoadError."""
@@ -125,19 +157,21 @@ class ModelSet:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"servecore-{source.name}")
         model = ModelVersion(source, backend, registration.name, executor)
         self._models.setdefault(source.name, {})[source.version] = model
+        self._refresh(source.name)
         self._notify(ModelEvent(source.name, source.version, READY, backend=registration.name))
         return model
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """The version asked for, or the highest ready one; 404 when unknown, 503 when not ready."""
+        if not version:
+            latest = self._latest.get(name)
+            if latest is not None:
+                return latest
         versions = self._models.get(name)
         if not versions:
             raise ModelNotFoundError(f"model {name!r} is not served here")
-        if version is None or version == "":
-            ready = [v for v in versions.values() if v.ready]
-            if not ready:
-                raise UnavailableError(f"model {name!r} has no ready version")
-            return max(ready, key=lambda v: _version_key(v.version))
+        if not version:
+            raise UnavailableError(f"model {name!r} has no ready version")
         model = versions.get(version)
         if model is None:
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
@@ -163,3 +197,4 @@ class ModelSet:
                 model.state = UNLOADED
                 self._notify(ModelEvent(model.name, model.version, UNLOADED, backend=model.backend_name))
         self._models.clear()
+        self._latest.clear()

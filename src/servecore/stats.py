@@ -18,7 +18,7 @@ class Duration:
 
     def add(self, ns: int, count: int = 1) -> None:
         self.count += count
-        self.ns += max(ns, 0)
+        self.ns += ns
 
     def as_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}

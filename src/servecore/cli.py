@@ -4,6 +4,7 @@ so an option, its config field and its ``SERVECORE_*`` variable cannot drift apa
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -102,6 +103,7 @@ def serve(**values: Any) -> None:
     except (ServecoreError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     _setup_logging(config.log_level)
+    from servecore.server import ABANDONED
     from servecore.server import serve as run_server
 
     try:
@@ -109,6 +111,13 @@ def serve(**values: Any) -> None:
     except ServecoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(FAILURE)
+    if code == ABANDONED:
+        # A model call outlived --graceful-timeout; a normal exit would join its worker thread
+        # and so wait for it after all. Leave without running exit handlers.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -129,8 +129,9 @@ class DataPlane:
                 model.name, model.version, model.backend_name, model.backend.properties.get("providers", ""),
             )
 
-    def close(self) -> None:
-        self.models.close()
+    def close(self, *, timeout: float | None = None) -> int:
+        """Unload the models; returns how many were abandoned mid-call (see :meth:`ModelSet.close`)."""
+        return self.models.close(timeout=timeout)
 
     def _notify(self, event: ModelEvent) -> None:
         try:
@@ -340,7 +341,11 @@ def _classification(name: str, array: np.ndarray, k: int, *, batched: bool, bina
     """Replace an output by its top-*k* ``"value:index"`` strings (the classification extension)."""
     if array.dtype.kind not in "biuf":
         raise InvalidInputError(f"output {name!r}: classification needs a numeric output, not {v2_datatype(array.dtype)}")
-    rows = array.reshape(array.shape[0], -1) if batched and array.ndim > 1 else array.reshape(1, -1)
+    # explicit widths: reshape(n, -1) cannot infer the width of an empty batch
+    if batched and array.ndim > 1:
+        rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+    else:
+        rows = array.reshape(1, array.size)
     k = min(k, rows.shape[1])
     order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
     labels = np.empty((rows.shape[0], k), dtype=object)

@@ -7,7 +7,9 @@ on the event loop) and its statistics. :class:`ModelSet` indexes them by name an
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -187,9 +189,29 @@ class ModelSet:
     def __len__(self) -> int:
         return sum(len(v) for v in self._models.values())
 
-    def close(self) -> None:
-        """Unload everything: stop the workers (after their current call) and free the backends."""
+    def close(self, *, timeout: float | None = None) -> int:
+        """Unload everything: stop the workers (after their current call) and free the backends.
+
+        Waits at most *timeout* seconds in all (None: as long as it takes) for calls still running.
+        A model whose call is still running then is abandoned: its backend is left open (the call
+        still uses it) and its worker thread keeps running. Returns the number abandoned; the
+        process should then exit without joining threads (see ``servecore.cli``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        abandoned = 0
         for model in list(self):
+            idle = model.executor.submit(_idle)  # runs once the worker's current call returns
+            model.executor.shutdown(wait=False)
+            wait = None if deadline is None else max(deadline - time.monotonic(), _MIN_WAIT)
+            try:
+                idle.result(wait)
+            except FutureTimeoutError:
+                abandoned += 1
+                model.state = UNLOADED
+                reason = "abandoned: a request was still running at shutdown"
+                logger.warning("model %s version %s %s", model.name, model.version, reason)
+                self._notify(ModelEvent(model.name, model.version, UNLOADED, reason, model.backend_name))
+                continue
             model.executor.shutdown(wait=True)
             try:
                 model.backend.close()
@@ -198,3 +220,12 @@ class ModelSet:
                 self._notify(ModelEvent(model.name, model.version, UNLOADED, backend=model.backend_name))
         self._models.clear()
         self._latest.clear()
+        return abandoned
+
+
+#: Shortest wait for an idle worker to acknowledge, even when the shutdown deadline has passed.
+_MIN_WAIT = 0.1
+
+
+def _idle() -> None:
+    """Submitted at close: done as soon as the worker has finished what it was running."""

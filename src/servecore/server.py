@@ -2,7 +2,9 @@
 
 SIGTERM/SIGINT: readiness turns false at once, the listening socket closes (no new connections),
 in-flight requests get ``graceful_timeout`` seconds to finish, then the models are unloaded and
-:func:`serve` returns 0.
+:func:`serve` returns 0. A model call still running after that cannot be interrupted: it is
+abandoned and :func:`serve` returns :data:`ABANDONED`, telling the caller to end the process
+without waiting for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,6 +21,7 @@ import uvicorn
 
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
+from servecore.http.protocols import json_error_protocol
 from servecore.plugins import get_plugin_manager
 
 if TYPE_CHECKING:
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
     from servecore.config import ServeConfig
 
 logger = logging.getLogger("servecore")
+
+#: Exit code of a shutdown that abandoned model calls still running after ``graceful_timeout``.
+#: Their worker threads cannot be stopped, so the process must exit without joining them.
+ABANDONED = 3
 
 
 def _has_module(name: str) -> bool:
@@ -41,10 +49,12 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.dataplane = dataplane
         self.on_started = on_started
+        self.exit_requested_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.dataplane.shutting_down:
             logger.info("shutting down: readiness is now false, finishing in-flight requests")
+            self.exit_requested_at = time.monotonic()
         self.dataplane.shutting_down = True
         # Unlike uvicorn's own handler, the signal is not recorded for re-raising after shutdown:
         # a graceful stop by SIGTERM is a success and exits 0. A second SIGINT forces the exit.
@@ -57,6 +67,13 @@ class _Server(uvicorn.Server):
         if self.started and self.servers:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             self.on_started(host, port)
+
+    def grace_left(self) -> float | None:
+        """Seconds of the graceful timeout left since the shutdown signal; None without a signal."""
+        limit = self.config.timeout_graceful_shutdown
+        if self.exit_requested_at is None or limit is None:
+            return None
+        return max(0.0, limit - (time.monotonic() - self.exit_requested_at))
 
 
 def example_request(dataplane: DataPlane, host: str, port: int) -> str:
@@ -106,7 +123,7 @@ def serve(
         host=config.host,
         port=config.port,
         loop="uvloop" if _has_module("uvloop") else "asyncio",
-        http="httptools" if _has_module("httptools") else "h11",
+        http=json_error_protocol(),  # httptools when installed, else h11; unparseable HTTP gets JSON errors
         lifespan="off",
         access_log=config.access_log,
         log_level=config.log_level,
@@ -114,10 +131,13 @@ def serve(
         server_header=False,
     )
     server = _Server(uv_config, dataplane, started)
+    abandoned = 0
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
         return int(exc.code or 1)
     finally:
-        dataplane.close()
+        abandoned = dataplane.close(timeout=server.grace_left())
+    if abandoned:
+        return ABANDONED
     return 0 if server.started else 1

@@ -13,14 +13,14 @@ MAX_JSON_DEPTH: Final[int]  # = 100; C: enum _MAX_DEPTH sizes the walker's stack
 def json_to_array(
     data: object,  # walked as PyObject* leaves of exact lists (PyList_GET_ITEM)
     datatype: str,  # exact str, else the reference decides
-    count: int,  # compared as a Python object, as the reference does
+    count: int,  # exact int, else the reference decides; Py_ssize_t leaf count compared to it
     name: str,  # only formatted into error messages
 ) -> np.ndarray:  # 1-D; filled through its buffer as double / float / uint8_t / intN_t / uint64_t
     """Convert JSON tensor *data* of V2 *datatype* to a 1-D array of exactly *count* elements."""
 
 def decode_bytes(
     blob: bytes | bytearray | memoryview,  # const unsigned char[::1]
-    count: int,  # Py_ssize_t after numpy accepts it
+    count: int,  # exact int, else the reference decides; Py_ssize_t (clamped) loop bound
     name: str,
 ) -> np.ndarray:  # 1-D object array of bytes (PyObject** slots)
     """Split a BYTES blob into exactly *count* elements (an object array of ``bytes``)."""

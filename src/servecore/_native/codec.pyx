@@ -5,26 +5,31 @@ The pure-Python module is the specification. These three functions return the sa
 values, dtypes and shapes) and raise the same errors, with the same messages, for every input:
 
 * :func:`json_to_array` - JSON tensor data (flat or nested lists) to a 1-D numpy array. Lists
-  are walked with ``PyList_GET_ITEM`` and an explicit stack bounded by :data:`MAX_JSON_DEPTH`
-  (no recursion), elements are checked with exact type tests and written straight into the
-  output array's buffer.
+  are read through their item arrays (``PyList_GET_ITEM``) with an explicit stack bounded by
+  :data:`MAX_JSON_DEPTH` (no recursion); elements are checked with exact type tests and written
+  straight into the output array's buffer.
 * :func:`decode_bytes` - a BYTES blob (4-byte little-endian length prefix per element) to an
   object array of ``bytes``, parsed from a ``const unsigned char[::1]`` view.
 * :func:`encode_bytes` - the inverse: the total size is computed first, then one ``bytes``
   object is allocated and filled with ``memcpy``.
 
-Exactness by construction: a few rare inputs have outcomes that depend on numpy's conversion
+Exactness by construction: some rare inputs have outcomes that depend on numpy's conversion
 rules or on Python-level overrides rather than on the codec's own checks. The compiled code
-recognises them without side effects and hands the whole call to the reference twin, which then
-decides. They are: a ``datatype`` that is not an exact ``str``; list subclasses in the data
-(which may override ``__iter__``/``__len__``); floats whose cast to FP16/FP32 could set a
-floating-point flag (overflow, underflow, NaN: numpy reports those through ``np.errstate``) and
-ints too large for a double (numpy raises its own ``OverflowError``); BYTES blobs that are not
-1-D contiguous byte buffers; arrays to encode whose elements are not ``bytes``/``str``; and
-``count`` objects whose array is not 1-D of that many elements.
+recognises them before any side effect and hands the whole call to the reference twin, which
+then decides:
+
+* a ``datatype`` that is not an exact ``str``, or a ``count`` that is not an exact ``int`` (the
+  HTTP layer passes ``str`` and ``math.prod(shape)``);
+* list subclasses in the data (they may override ``__iter__``/``__len__``);
+* a float whose cast to FP16/FP32 could set a floating-point flag (overflow, underflow, NaN:
+  numpy reports those as ``np.errstate`` says, a RuntimeWarning by default), and an int too
+  large for a double (numpy raises ``OverflowError``);
+* a BYTES blob that is not a 1-D contiguous buffer of unsigned bytes;
+* an array to encode that is not a plain ndarray, or holds elements other than ``bytes``/``str``
+  (``np.bytes_`` and ``np.str_``, the scalars of S and U arrays, count as such).
 """
 
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
@@ -35,7 +40,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memcpy
 
 import struct
-from operator import index as _index
+import sys
 
 import numpy as np
 
@@ -50,7 +55,6 @@ cdef extern from "Python.h":
     ctypedef struct PyListObject:
         PyObject** ob_item
     Py_ssize_t _list_size "PyList_GET_SIZE" (PyObject* op)
-    PyObject* _list_item "PyList_GET_ITEM" (PyObject* op, Py_ssize_t i)
     bint _is_list "PyList_Check" (PyObject* op)
     bint _is_exact_list "PyList_CheckExact" (PyObject* op)
     bint _is_exact_float "PyFloat_CheckExact" (PyObject* op)
@@ -63,7 +67,6 @@ cdef extern from "Python.h":
     void* _type_of "Py_TYPE" (PyObject* op)
     PyObject* Py_True
     PyObject* Py_False
-    PyObject* Py_None
     # Error-returning C API; every call site checks for the error itself.
     double PyLong_AsDouble(PyObject* op)
     long long PyLong_AsLongLongAndOverflow(PyObject* op, int* overflow)
@@ -73,11 +76,11 @@ cdef extern from "Python.h":
     object PyBytes_FromStringAndSize(const char* data, Py_ssize_t size)
 
 
-#: Deepest list nesting accepted in JSON tensor data (Triton's limit).
-MAX_JSON_DEPTH = 100
-
 cdef enum:
-    _MAX_DEPTH = 100
+    _MAX_DEPTH = 100  # sizes the walker's stack
+
+#: Deepest list nesting accepted in JSON tensor data (Triton's limit).
+MAX_JSON_DEPTH = _MAX_DEPTH
 
 # Return codes of the fill loops (an index >= 0 is the first element to complain about).
 cdef enum:
@@ -103,7 +106,8 @@ cdef struct _Spec:
     long long high
 
 
-# datatype -> row of _SPECS / _DTYPES; BF16 is refused before the lookup, as in the reference.
+# datatype -> row of _SPECS (C) and _DTYPES (the numpy dtype of the result); BF16 is refused
+# before the lookup, as in the reference (13 rows used).
 cdef dict _SPEC_IDS = {}
 cdef list _DTYPES = []
 cdef _Spec _SPECS[16]
@@ -111,6 +115,8 @@ cdef _Spec _SPECS[16]
 
 cdef void _add_spec(str datatype, _Kind kind) except *:
     cdef Py_ssize_t i = len(_DTYPES)
+    if i >= 16:
+        raise RuntimeError("servecore._native.codec: _SPECS is full")
     dtype = NUMPY_DTYPES[datatype]
     _SPEC_IDS[datatype] = i
     _DTYPES.append(dtype)
@@ -141,6 +147,7 @@ cdef object _FP64 = np.dtype(np.float64)
 cdef void* _NP_BYTES = <void*>np.bytes_
 cdef void* _NP_STR = <void*>np.str_
 cdef object _LEN = struct.Struct("<I")
+cdef object _SSIZE_MAX = sys.maxsize
 # Below the smallest normal or above the largest finite value of FP16/FP32 (FLT_MIN, FLT_MAX), a
 # cast can set a floating-point flag; such values go to the reference so that numpy decides
 # (np.errstate: a RuntimeWarning by default).
@@ -170,7 +177,8 @@ cdef str _json_type(object value):
 cdef object _bad_element(object name, str datatype, object value):
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return InvalidInputError(
-        f"input {name!r}: element {shown} of JSON type {_json_type(value)} is not valid for datatype {datatype}"
+        f"input {name!r}: element {shown} of JSON type {_json_type(value)} "
+        f"is not valid for datatype {datatype}"
     )
 
 
@@ -182,7 +190,7 @@ cdef object _out_of_range(object name, str datatype, object value):
 
 cdef object _too_deep(object name):
     return InvalidInputError(
-        f"input {name!r}: JSON nesting depth exceeds maximum allowed limit ({MAX_JSON_DEPTH})"
+        f"input {name!r}: JSON nesting depth exceeds maximum allowed limit ({_MAX_DEPTH})"
     )
 
 
@@ -190,93 +198,96 @@ cdef object _too_deep(object name):
 # Walking nested lists
 # --------------------------------------------------------------------------------------------
 
-cdef enum _Step:
-    _LEAF
-    _DONE
-    _TOO_DEEP
-    _EXOTIC  # a list subclass
+cdef enum _Walk:
+    _WALK_OK
+    _WALK_TOO_DEEP  # a list deeper than _MAX_DEPTH
+    _WALK_EXOTIC  # a list subclass (or, when gathering, more leaves than expected)
 
 
-cdef struct _Walker:
-    # Depth-first walk over exact lists with an explicit stack: lists[d] is the open list at depth
-    # d + 1 and pos[d] the index of its next item; top is the innermost open level (-1: done).
-    int top
-    PyObject* lists[_MAX_DEPTH]
-    Py_ssize_t pos[_MAX_DEPTH]
-
-
-cdef inline void _walk_start(_Walker* w, PyObject* top_list) noexcept:
-    w.top = 0
-    w.lists[0] = top_list
-    w.pos[0] = 0
-
-
-cdef inline _Step _walk_next(_Walker* w, PyObject** leaf) noexcept:
-    """Advance to the next leaf (stored in *leaf*), in the reference's depth-first order."""
-    cdef PyObject* lst
-    cdef PyObject* item
-    cdef Py_ssize_t i
-    while w.top >= 0:
-        lst = w.lists[w.top]
-        i = w.pos[w.top]
-        if i >= _list_size(lst):
-            w.top -= 1
-            continue
-        item = _list_item(lst, i)
-        w.pos[w.top] = i + 1
-        if _is_exact_list(item):
-            # The new list is at depth top + 2 (the outermost list is depth 1).
-            if w.top + 2 > _MAX_DEPTH:
-                return _TOO_DEEP
-            w.top += 1
-            w.lists[w.top] = item
-            w.pos[w.top] = 0
-        elif _is_list(item):
-            return _EXOTIC
-        else:
-            leaf[0] = item
-            return _LEAF
-    return _DONE
-
-
-cdef _Step _count_leaves(PyObject* data, Py_ssize_t* count) noexcept:
-    """Count the leaves of exact list *data*, or say why not (too deep, a list subclass)."""
-    cdef _Walker w
-    cdef PyObject* leaf
-    cdef _Step step
-    cdef Py_ssize_t n = 0
-    _walk_start(&w, data)
-    while True:
-        step = _walk_next(&w, &leaf)
-        if step != _LEAF:
-            break
-        n += 1
-    count[0] = n
-    return step
+cdef inline PyObject** _list_items(PyObject* op) noexcept:
+    """The item array of list *op*: ``&PyList_GET_ITEM(op, 0)``, hoisted out of the loops."""
+    return (<PyListObject*>op).ob_item
 
 
 cdef bint _is_flat(PyObject* data) noexcept:
     """Whether exact list *data* holds no list at all (the common case: no walk needed)."""
     cdef Py_ssize_t i
-    cdef PyObject** items = (<PyListObject*>data).ob_item
+    cdef PyObject** items = _list_items(data)
     for i in range(_list_size(data)):
         if _is_list(items[i]):
             return False
     return True
 
 
-cdef int _gather(PyObject* data, Py_ssize_t n, PyObject** out) noexcept:
-    """Store the *n* leaves of nested exact list *data* in *out*; 0 if it still has exactly *n*."""
-    cdef _Walker w
-    cdef PyObject* leaf
-    cdef Py_ssize_t k = 0
-    _walk_start(&w, data)
-    while _walk_next(&w, &leaf) == _LEAF:
-        if k == n:
-            return -1
-        out[k] = leaf
-        k += 1
-    return 0 if (w.top < 0 and k == n) else -1
+cdef _Walk _walk(PyObject* data, Py_ssize_t* count, PyObject** out, Py_ssize_t capacity) noexcept:
+    """Walk exact list *data* depth-first, in the reference's order; count its leaves in *count*.
+
+    With *out*, also store the (borrowed) leaves there, at most *capacity* of them. The stack is
+    explicit and bounded: lists[d] is the open list at depth d + 1 (the outermost list is depth 1)
+    and pos[d] the index of its next item. Each list's items are scanned in a tight inner loop.
+    """
+    cdef PyObject* lists[_MAX_DEPTH]
+    cdef Py_ssize_t pos[_MAX_DEPTH]
+    cdef int level = 0
+    cdef PyObject** items
+    cdef PyObject* item
+    cdef Py_ssize_t i, size, n = 0
+    cdef bint descend
+    lists[0] = data
+    pos[0] = 0
+    while level >= 0:
+        items = _list_items(lists[level])
+        size = _list_size(lists[level])
+        i = pos[level]
+        descend = False
+        while i < size:
+            item = items[i]
+            i += 1
+            if _is_list(item):
+                if not _is_exact_list(item):
+                    count[0] = n
+                    return _WALK_EXOTIC
+                if level + 2 > _MAX_DEPTH:  # the new list's depth is level + 2
+                    count[0] = n
+                    return _WALK_TOO_DEEP
+                pos[level] = i
+                level += 1
+                lists[level] = item
+                pos[level] = 0
+                descend = True
+                break
+            if out != NULL:
+                if n == capacity:
+                    count[0] = n
+                    return _WALK_EXOTIC
+                out[n] = item
+            n += 1
+        if not descend:
+            level -= 1
+    count[0] = n
+    return _WALK_OK
+
+
+cdef _Walk _survey(PyObject* data, PyObject** leaf_list, Py_ssize_t* count) noexcept:
+    """Count the leaves of exact list *data* (checking the depth) without touching them.
+
+    *leaf_list* is set to the list whose items are exactly the leaves when there is one: *data*
+    itself, or the innermost list of a chain of one-item lists (``[[...]]``, a batch of one);
+    otherwise to NULL, and the leaves must be gathered with :func:`_walk`.
+    """
+    cdef PyObject* inner = data
+    cdef int depth = 1
+    while _list_size(inner) == 1 and _is_exact_list(_list_items(inner)[0]):
+        if depth == _MAX_DEPTH:
+            return _WALK_TOO_DEEP
+        inner = _list_items(inner)[0]
+        depth += 1
+    if _is_flat(inner):
+        leaf_list[0] = inner
+        count[0] = _list_size(inner)
+        return _WALK_OK
+    leaf_list[0] = NULL
+    return _walk(data, count, NULL, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +350,7 @@ cdef Py_ssize_t _fill_floats(PyObject** items, Py_ssize_t n, float* out) noexcep
 
 
 cdef Py_ssize_t _fill_bools(PyObject** items, Py_ssize_t n, uint8_t* out) noexcept:
+    """True and False only (numpy's bool is one byte, 0 or 1)."""
     cdef Py_ssize_t i
     cdef PyObject* v
     for i in range(n):
@@ -408,7 +420,7 @@ cdef Py_ssize_t _fill_uint64(PyObject** items, Py_ssize_t n, uint64_t* out) noex
 
 
 cdef Py_ssize_t _fill_strings(PyObject** items, Py_ssize_t n, PyObject** out) except _RAISED:
-    """Exact str elements, UTF-8 encoded, into the slots of an object array (owning None)."""
+    """Exact str elements, UTF-8 encoded, into the slots of a fresh object array (all None)."""
     cdef Py_ssize_t i
     cdef PyObject* v
     cdef PyObject* old
@@ -481,17 +493,15 @@ def json_to_array(data, datatype, count, name):
         than :data:`MAX_JSON_DEPTH`, or an element count other than *count*.
     """
     cdef PyObject* top = <PyObject*>data
+    cdef PyObject* leaf_list = NULL
     cdef PyObject** items
     cdef PyObject** gathered = NULL
-    cdef Py_ssize_t n
-    cdef Py_ssize_t r
-    cdef Py_ssize_t spec_id
+    cdef Py_ssize_t n, gathered_n, r, spec_id
     cdef const _Spec* spec
     cdef Py_buffer slots
-    cdef _Step step
-    cdef bint flat = True
+    cdef _Walk walked
 
-    if type(datatype) is not str:
+    if type(datatype) is not str or type(count) is not int:
         return _reference.json_to_array(data, datatype, count, name)
     if datatype == "BF16":
         raise InvalidInputError(
@@ -500,14 +510,12 @@ def json_to_array(data, datatype, count, name):
 
     # 1. Count the leaves (checking the depth) without touching them.
     if _is_exact_list(top):
-        n = _list_size(top)
-        if not _is_flat(top):
-            flat = False
-            step = _count_leaves(top, &n)
-            if step == _TOO_DEEP:
-                raise _too_deep(name)
-            if step == _EXOTIC:
-                return _reference.json_to_array(data, datatype, count, name)
+        walked = _survey(top, &leaf_list, &n)
+        if walked == _WALK_TOO_DEEP:
+            raise _too_deep(name)
+        if walked == _WALK_EXOTIC:
+            return _reference.json_to_array(data, datatype, count, name)
+        leaf_list_ref = <object>leaf_list if leaf_list != NULL else None  # keeps it alive
     elif _is_list(top):
         return _reference.json_to_array(data, datatype, count, name)
     else:
@@ -521,27 +529,31 @@ def json_to_array(data, datatype, count, name):
         raise InvalidInputError(f"input {name!r}: unsupported datatype {datatype!r}")
     spec_id = spec_obj
     spec = &_SPECS[spec_id]
-
     if spec.kind == _K_BYTES:
-        out = _empty(count, _OBJECT)  # as the reference: before looking at the elements
-        if type(count) is not int and not (type(out) is _ndarray and out.shape == (n,)):
-            return _reference.json_to_array(data, datatype, count, name)
+        out = _empty(n, _OBJECT)
+    elif spec.kind == _K_FP16:
+        out = _empty(n, _FP64)  # staged as float64, cast by numpy at the end (no half type in C)
     else:
-        out = _empty(n, _FP64 if spec.kind == _K_FP16 else _DTYPES[spec_id])
+        out = _empty(n, _DTYPES[spec_id])
 
-    # 2. Line the leaves up (no copy for a flat list), then check and convert them in order.
-    #    No Python code runs from here on until the fill loop returns (bar an encoding error).
-    if not _is_list(top):
+    # 2. Line the leaves up (no copy when one list holds them all), then check and convert them in
+    #    order. No Python code has run since step 1 (np.empty allocates nothing the garbage
+    #    collector tracks) and none runs until the fill loop returns, so the borrowed pointers
+    #    stay valid; the checks below only guard that reasoning.
+    if leaf_list != NULL:
+        if _list_size(leaf_list) != n:
+            raise RuntimeError("servecore._native.codec: the data changed while being read")
+        items = _list_items(leaf_list)
+    elif not _is_list(top):
         items = &top
-    elif flat:
-        items = (<PyListObject*>top).ob_item
     else:
         gathered = <PyObject**>PyMem_Malloc(max(n, 1) * sizeof(PyObject*))
         if gathered == NULL:
             raise MemoryError()
-        if _gather(top, n, gathered) != 0:  # count's __eq__/__index__ changed the data
+        walked = _walk(top, &gathered_n, gathered, n)
+        if walked != _WALK_OK or gathered_n != n:
             PyMem_Free(gathered)
-            return _reference.json_to_array(data, datatype, count, name)
+            raise RuntimeError("servecore._native.codec: the data changed while being read")
         items = gathered
     try:
         if spec.kind == _K_BYTES:
@@ -554,9 +566,8 @@ def json_to_array(data, datatype, count, name):
             r = _fill_numeric(spec.kind, items, n, out, spec)
         if r >= 0:
             value = <object>items[r]
-            if spec.kind == _K_INT or spec.kind == _K_UINT64:
-                if type(value) is int:
-                    raise _out_of_range(name, datatype, value)
+            if (spec.kind == _K_INT or spec.kind == _K_UINT64) and type(value) is int:
+                raise _out_of_range(name, datatype, value)
             raise _bad_element(name, datatype, value)
     finally:
         PyMem_Free(gathered)
@@ -567,6 +578,12 @@ def json_to_array(data, datatype, count, name):
     return out
 
 
+cdef inline uint32_t _read_length(const unsigned char* p) noexcept:
+    """A BYTES element's 4-byte little-endian length prefix."""
+    return (
+        <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+    )
+
 
 def decode_bytes(blob, count, name):
     """Split a BYTES blob into exactly *count* elements (an object array of ``bytes``).
@@ -575,12 +592,15 @@ def decode_bytes(blob, count, name):
         fewer than *count* elements.
     """
     cdef const unsigned char[::1] buf
+    cdef const unsigned char* data
     cdef Py_ssize_t size, offset = 0, i, n
     cdef uint32_t length
     cdef Py_buffer slots
     cdef PyObject** out_items
     cdef PyObject* old
 
+    if type(count) is not int:
+        return _reference.decode_bytes(blob, count, name)
     if type(blob) is bytes or type(blob) is bytearray:
         buf = blob
     else:
@@ -588,32 +608,44 @@ def decode_bytes(blob, count, name):
         if not (view.ndim == 1 and view.format == "B" and view.c_contiguous):
             return _reference.decode_bytes(blob, count, name)
         buf = view
-    out = _empty(count, _OBJECT)
-    n = count if type(count) is int else _index(count)  # as range(count)
-    if type(count) is not int and not (type(out) is _ndarray and out.shape == (n,)):
-        return _reference.decode_bytes(blob, count, name)
     size = buf.shape[0]
+    data = &buf[0] if size > 0 else NULL  # (&buf[0] of an empty view fails a bounds check)
+    if count < 0:
+        n = 0  # range(count) is empty
+    elif count > _SSIZE_MAX:
+        n = _SSIZE_MAX  # the blob runs out first
+    else:
+        n = count
 
+    # 1. Check the length prefixes (nothing allocated: the client picks count, the blob bounds it).
+    for i in range(n):
+        if size - offset < 4:
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data holds {i} elements, shape needs {count}"
+            )
+        length = _read_length(data + offset)
+        offset += 4
+        if <uint64_t>length > <uint64_t>(size - offset):
+            raise InvalidInputError(
+                f"input {name!r}: BYTES element {i} of {length} bytes "
+                "runs past the end of the data"
+            )
+        offset += length
+    if offset != size:
+        raise InvalidInputError(
+            f"input {name!r}: BYTES data has {size - offset} bytes left after {count} elements"
+        )
+
+    # 2. Build the elements.
+    out = _empty(count, _OBJECT)  # the reference's ValueError for a negative count
     PyObject_GetBuffer(out, &slots, PyBUF_WRITABLE)
     try:
         out_items = <PyObject**>slots.buf
+        offset = 0
         for i in range(n):
-            if size - offset < 4:
-                raise InvalidInputError(
-                    f"input {name!r}: BYTES data holds {i} elements, shape needs {count}"
-                )
-            length = (
-                <uint32_t>buf[offset]
-                | (<uint32_t>buf[offset + 1] << 8)
-                | (<uint32_t>buf[offset + 2] << 16)
-                | (<uint32_t>buf[offset + 3] << 24)
-            )
+            length = _read_length(data + offset)
             offset += 4
-            if <uint64_t>length > <uint64_t>(size - offset):
-                raise InvalidInputError(
-                    f"input {name!r}: BYTES element {i} of {length} bytes runs past the end of the data"
-                )
-            element = PyBytes_FromStringAndSize(<const char*>&buf[0] + offset, length)
+            element = PyBytes_FromStringAndSize(<const char*>data + offset, length)
             old = out_items[i]
             Py_INCREF(element)
             out_items[i] = <PyObject*>element
@@ -621,10 +653,6 @@ def decode_bytes(blob, count, name):
             offset += length
     finally:
         PyBuffer_Release(&slots)
-    if offset != size:
-        raise InvalidInputError(
-            f"input {name!r}: BYTES data has {size - offset} bytes left after {count} elements"
-        )
     return out
 
 
@@ -657,15 +685,14 @@ def encode_bytes(array):
     if type(flat) is not _ndarray:
         return _reference.encode_bytes(array)
     if flat.dtype == _OBJECT:
-        PyObject_GetBuffer(flat, &view, PyBUF_WRITABLE)
+        PyObject_GetBuffer(flat, &view, PyBUF_SIMPLE)  # read-only arrays too
         acquired = True
-        holder = flat
         items = <PyObject**>view.buf
         n = view.len // sizeof(PyObject*)
     else:
-        holder = list(flat)  # numpy scalars (np.bytes_/np.str_ for S/U arrays), as iteration
-        items = (<PyListObject*><PyObject*>holder).ob_item
-        n = len(holder)
+        scalars = list(flat)  # what iterating gives: np.bytes_/np.str_ for S/U arrays
+        items = _list_items(<PyObject*>scalars)
+        n = len(scalars)
     try:
         # 1. Sizes (and the reference's errors, in element order).
         for i in range(n):

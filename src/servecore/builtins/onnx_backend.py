@@ -237,7 +237,6 @@ def load_onnx_model(source: ModelSource, config: ServeConfig) -> OnnxBackend:
     }
     if meta.description:
         properties["description"] = meta.description
-    logger.info("model %s version %s: onnxruntime providers %s", source.name, source.version, ",".join(chosen))
     return OnnxBackend(
         session=session,
         inputs=inputs,

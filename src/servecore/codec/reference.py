@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 
 from servecore.datatypes import NUMPY_DTYPES
-from servecore.errors import InvalidInputError
+from servecore.errors import BackendError, InvalidInputError
 
 #: Deepest list nesting accepted in JSON tensor data (Triton's limit).
 MAX_JSON_DEPTH: Final[int] = 100
@@ -142,7 +142,7 @@ def decode_bytes(blob: bytes | memoryview, count: int, name: str) -> np.ndarray:
     [b'a', b'']
     """
     view = memoryview(blob)
-    out = np.empty(count, dtype=object)
+    elements: list[bytes] = []
     offset = 0
     size = len(view)
     for i in range(count):
@@ -156,12 +156,17 @@ def decode_bytes(blob: bytes | memoryview, count: int, name: str) -> np.ndarray:
             raise InvalidInputError(
                 f"input {name!r}: BYTES element {i} of {length} bytes runs past the end of the data"
             )
-        out[i] = bytes(view[offset : offset + length])
+        elements.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != size:
         raise InvalidInputError(
             f"input {name!r}: BYTES data has {size - offset} bytes left after {count} elements"
         )
+    # Allocated only now: the client picks *count* through the shape, and only the blob bounds it
+    # (4 bytes per element at least), so a huge count must be refused before it costs memory.
+    out = np.empty(count, dtype=object)
+    for i, element in enumerate(elements):
+        out[i] = element
     return out
 
 
@@ -173,7 +178,12 @@ def encode_bytes(array: np.ndarray) -> bytes:
     """
     parts: list[bytes] = []
     for value in array.ravel():
-        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if isinstance(value, str):
+            raw = value.encode("utf-8")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+        else:
+            raise BackendError(f"a BYTES tensor holds a {type(value).__name__} element; elements must be bytes or str")
         parts.append(_LEN.pack(len(raw)))
         parts.append(raw)
     return b"".join(parts)

@@ -92,6 +92,7 @@ class Endpoints:
 
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, version = _model_args(scope)
+        model = self.dp.model(name, version)  # an unknown model is a 404 whatever the body holds
         headers = scope["headers"]
         content_length = header_length = encoding = accept = None
         for key, value in headers:
@@ -110,7 +111,6 @@ class Endpoints:
         json_length = v2.parse_header_length(header_length, len(body))
         codec = self.dp.codec
         if json_length == 0:
-            model = self.dp.model(name, version)
             if len(model.backend.inputs) != 1:
                 raise InvalidInputError(
                     f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; "

@@ -15,6 +15,10 @@ from servecore.types import InferenceRequest, InferenceResponse, InferInput, Req
 
 #: Largest accepted ``Inference-Header-Content-Length`` (int32, as Triton).
 MAX_HEADER_LENGTH = 2**31 - 1
+#: Most elements a tensor shape may describe (counting 0 dims as 1): what numpy can address.
+MAX_ELEMENTS = np.iinfo(np.intp).max // 8
+#: Most dimensions a tensor may have (numpy 1.x's limit; numpy 2 allows 64).
+MAX_DIMS = 32
 _LE = {name: dt.newbyteorder("<") for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}
 
 
@@ -54,11 +58,17 @@ def _parameters(obj: dict[str, Any], what: str) -> dict[str, Any]:
 def _shape(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise InvalidInputError(f"{what}: 'shape' must be a list of non-negative integers")
+    if len(value) > MAX_DIMS:
+        raise InvalidInputError(f"{what}: shape has {len(value)} dimensions, at most {MAX_DIMS} allowed")
+    size = 1
     for dim in value:
         if type(dim) is not int or dim < 0:
             raise InvalidInputError(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
-        if dim > 2**63 - 1:
-            raise InvalidInputError(f"{what}: dimension {dim} is too large")
+        # numpy (so every backend) cannot describe an array whose non-zero dims multiply past
+        # MAX_ELEMENTS, empty or not: refuse it here rather than fail with a 500 later.
+        size *= dim or 1
+        if size > MAX_ELEMENTS:
+            raise InvalidInputError(f"{what}: shape {value!r} is too large")
     return tuple(value)
 
 
@@ -136,6 +146,11 @@ def _parse_input(raw: Any, index: int, body: memoryview, offset: int, codec: Cod
         )
     blob = body[offset:end]
     if datatype == "BYTES":
+        if count > binary_size // 4:  # each element takes at least its 4-byte length prefix
+            raise InvalidInputError(
+                f"unexpected size for input {name!r}: {binary_size} bytes cannot hold "
+                f"the {count} BYTES elements of shape {list(shape)}"
+            )
         array = codec.decode_bytes(blob, count, name)
     else:
         expected = count * WIRE_ITEMSIZE[datatype]
@@ -199,6 +214,8 @@ def parse_raw_binary(body: bytes, spec: TensorSpec, *, model_name: str, model_ve
         elif len(body) != fixed:
             raise InvalidInputError(f"raw binary input {spec.name!r}: expected {fixed} bytes, got {len(body)}")
         array = np.frombuffer(body, dtype=_LE[spec.datatype])
+        if spec.datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+            raise InvalidInputError(f"raw binary input {spec.name!r}: BOOL bytes must be 0 or 1")
     shape = tuple(dims)
     return InferenceRequest(
         model_name=model_name,

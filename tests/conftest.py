@@ -1,0 +1,56 @@
+"""Shared fixtures: test models and one real server process per session serving all of them.
+
+The server runs whichever core the environment selects (``SERVECORE_PURE_PYTHON=1`` for the
+pure-Python twins); CI runs the suite once each way.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from models import build_all  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> path of every test model (see tests/models.py)."""
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def server(model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One servecore process on 127.0.0.1 serving every test model."""
+    proc = ServerProcess([str(p) for p in model_paths.values()], log_dir=tmp_path_factory.mktemp("logs"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the shared server."""
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    """Factory: ``start_server(args, env=...)`` starts an extra server, stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(args: list[str], *, env: dict[str, str] | None = None, expect_ready: bool = True) -> ServerProcess:
+        proc = ServerProcess(args, env=env, log_dir=tmp_path / "logs")
+        started.append(proc)
+        return proc.start(expect_ready=expect_ready)
+
+    yield start
+    for proc in started:
+        proc.stop()

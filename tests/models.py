@@ -1,0 +1,107 @@
+"""ONNX test models, built with ``onnx.helper`` (IR version 9 so any recent onnxruntime loads them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+IR_VERSION = 9
+OPSET = 17
+
+#: V2 datatype -> ONNX element type, for every datatype onnxruntime can hold.
+ONNX_TYPES: dict[str, int] = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+    "BF16": TensorProto.BFLOAT16,
+}
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="servecore-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def identity(path: Path, datatype: str, shape: Sequence[int | str] = ("batch", "n")) -> Path:
+    """INPUT0 -> OUTPUT0 unchanged, of one datatype."""
+    t = ONNX_TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        f"identity_{datatype.lower()}",
+        [helper.make_tensor_value_info("INPUT0", t, list(shape))],
+        [helper.make_tensor_value_info("OUTPUT0", t, list(shape))],
+    )
+    return _save(graph, path)
+
+
+def add_sub(path: Path, width: int = 16) -> Path:
+    """Triton's classic: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1, FP32 [batch, width]."""
+    shape = ["batch", width]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "add_sub",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
+def scalar(path: Path) -> Path:
+    """A rank-0 FP32 input doubled."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    return _save(graph, path)
+
+
+def slow(path: Path, width: int = 1024, layers: int = 8) -> Path:
+    """FP32 [batch, width] through *layers* square MatMul+Relu layers: slow for large batches."""
+    rng = np.random.default_rng(1)
+    nodes, inits, last = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}"]))
+        last = f"r{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=inits,
+    )
+    return _save(graph, path)
+
+
+def build_all(directory: Path) -> dict[str, Path]:
+    """Every test model, by the name the server will give it (the file stem)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    models = {f"identity_{dt.lower()}": identity(directory / f"identity_{dt.lower()}.onnx", dt) for dt in ONNX_TYPES}
+    models["add_sub"] = add_sub(directory / "add_sub.onnx")
+    models["scalar"] = scalar(directory / "scalar.onnx")
+    models["fixed"] = identity(directory / "fixed.onnx", "INT32", (2, 3))
+    return models

@@ -30,7 +30,7 @@ def _version_message() -> str:
     return f"servecore {__version__} (core: {_core()}, Python {sys.version.split()[0]})"
 
 
-def _field_decorators() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+def _field_decorators() -> list[Any]:
     """One click parameter per config field, with its env var shown in ``--help``."""
     hints = typing.get_type_hints(ServeConfig)
     decorators = []

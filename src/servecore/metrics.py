@@ -45,7 +45,8 @@ class LatencyHistogram:
         self.total += seconds
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
             running += count
             out.append((bound, running))

@@ -127,7 +127,7 @@ def serve(
         lifespan="off",
         access_log=config.access_log,
         log_level=config.log_level,
-        timeout_graceful_shutdown=config.graceful_timeout,
+        timeout_graceful_shutdown=config.graceful_timeout,  # type: ignore[arg-type]  # uvicorn takes a float
         server_header=False,
     )
     server = _Server(uv_config, dataplane, started)

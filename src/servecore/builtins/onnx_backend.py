@@ -192,7 +192,7 @@ def _bf16_bits(value: Any) -> np.ndarray:
     if count == 0:
         return np.zeros(shape, dtype=np.uint16)
     buffer = (ctypes.c_uint16 * count).from_address(value.data_ptr())
-    return np.frombuffer(buffer, dtype=np.uint16).copy().reshape(shape)
+    return np.frombuffer(memoryview(buffer), dtype=np.uint16).copy().reshape(shape)
 
 
 def _as_text(name: str, array: np.ndarray) -> np.ndarray:

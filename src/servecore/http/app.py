@@ -26,13 +26,6 @@ Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 HEADER_LENGTH = b"inference-header-content-length"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 

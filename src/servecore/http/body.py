@@ -41,7 +41,7 @@ def decompress(body: bytes, encoding: str, *, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding == "gzip":
-        wbits_options = (16 + zlib.MAX_WBITS,)
+        wbits_options: tuple[int, ...] = (16 + zlib.MAX_WBITS,)
     elif encoding == "deflate":
         # RFC 9110 deflate is zlib-wrapped (what tritonclient sends); some clients send it raw.
         wbits_options = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
@@ -51,18 +51,32 @@ def decompress(body: bytes, encoding: str, *, limit: int) -> bytes:
         )
     error: zlib.error | None = None
     for wbits in wbits_options:
-        inflater = zlib.decompressobj(wbits)
         try:
-            out = inflater.decompress(body, limit + 1)
+            return _inflate(body, wbits, encoding, limit, members=encoding == "gzip")
         except zlib.error as exc:
             error = exc
-            continue
-        if len(out) > limit or inflater.unconsumed_tail:
+    raise InvalidInputError(f"{encoding} request body cannot be decompressed: {error}")
+
+
+def _inflate(body: bytes, wbits: int, encoding: str, limit: int, *, members: bool) -> bytes:
+    """Inflate *body*; with *members*, gzip members one after another (RFC 1952 allows several)."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        out = inflater.decompress(rest, limit - size + 1)
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
             raise PayloadTooLargeError(f"decompressed request body is over the limit of {limit} bytes")
         if not inflater.eof:
             raise InvalidInputError(f"{encoding} request body is truncated")
-        return out
-    raise InvalidInputError(f"{encoding} request body cannot be decompressed: {error}")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if not members:
+            raise InvalidInputError(f"{encoding} request body has {len(rest)} bytes after the compressed data")
 
 
 def choose_encoding(accept_encoding: str | None) -> str | None:

@@ -98,3 +98,21 @@ def test_unavailable_provider_asked_for_falls_back_with_a_warning(start_server: 
     metadata = httpx.get(server.url + "/v2/models/mlp", timeout=30).json()
     assert metadata["properties"]["providers"] == CPU
     assert f"provider {CUDA} was asked for but {CPU} is used" in server.stderr()
+
+
+def test_gpu_providers_need_their_libraries() -> None:
+    """A device without the CUDA (or TensorRT) libraries onnxruntime loads is not offered to it."""
+    assert candidate_providers(ALL_COMPILED_IN, 1, cuda_runtime=False) == [CPU]
+    assert candidate_providers(ALL_COMPILED_IN, 1, cuda_runtime=False, tensorrt_runtime=True) == [CPU]
+    assert candidate_providers(ALL_COMPILED_IN, 1, tensorrt_runtime=False) == [CUDA, CPU]
+
+
+def test_gpu_runtimes_probe_is_quiet(capfd: pytest.CaptureFixture[str]) -> None:
+    """Probing for the GPU libraries prints nothing, found or not."""
+    from servecore.builtins.onnx_backend import gpu_runtimes
+
+    cuda, tensorrt = gpu_runtimes("13.0")
+    assert not tensorrt or cuda
+    assert gpu_runtimes("not-a-version") == (False, False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -18,7 +18,7 @@ import numpy as np
 from servecore import demo
 from servecore._version import __version__
 from servecore.codec import Codec, load_codec
-from servecore.datatypes import config_datatype, v2_datatype
+from servecore.datatypes import NUMPY_DTYPES, config_datatype, v2_datatype
 from servecore.errors import (
     AuthenticationError,
     BackendError,
@@ -26,8 +26,8 @@ from servecore.errors import (
     ServecoreError,
     UnavailableError,
 )
-from servecore.metrics import Metrics
-from servecore.models import BackendRegistry, ModelSet, ModelVersion
+from servecore.metrics import Metrics, ModelSeries
+from servecore.models import READY, BackendRegistry, ModelSet, ModelVersion
 from servecore.types import (
     Authenticator,
     Backend,
@@ -84,15 +84,10 @@ def _run(backend: Backend, feeds: Mapping[str, np.ndarray], names: Sequence[str]
 def _shape_matches(shape: tuple[int, ...], spec: tuple[int, ...]) -> bool:
     if len(shape) != len(spec):
         return False
-    return all(want < 0 or want == got for got, want in zip(shape, spec))
-
-
-def _batch_size(model: ModelVersion, inputs: list[InferInput]) -> int:
-    """Rows in this request: the first dimension when every input has a variable leading dim."""
-    specs = model.backend.inputs
-    if inputs and specs and all(s.shape and s.shape[0] < 0 for s in specs):
-        return inputs[0].shape[0]
-    return 1
+    for got, want in zip(shape, spec):
+        if want >= 0 and want != got:
+            return False
+    return True
 
 
 class DataPlane:
@@ -117,6 +112,7 @@ class DataPlane:
         pm.hook.servecore_register_authenticators(register=self.authenticators.append, config=config)
         self.shutting_down = False
         self.inline_ns = config.inline_compute_us * 1000
+        self._series: dict[ModelVersion, ModelSeries] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -225,13 +221,16 @@ class DataPlane:
         if self.shutting_down:
             raise UnavailableError("the server is shutting down")
         model = self.models.get(request.model_name, request.model_version)
-        if not model.ready:
+        if model.state != READY:
             raise UnavailableError(f"model {model.name!r} version {model.version} is not ready")
         feeds = self._feeds(model, request.inputs)
         wanted = self._requested_outputs(model, request)
         names = [name for name, _, _ in wanted]
-        series = self.metrics.series(model.name, model.version)
-        rows = _batch_size(model, request.inputs)
+        series = self._series.get(model)
+        if series is None:
+            series = self._series[model] = self.metrics.series(model.name, model.version)
+        # rows in this request: the leading dimension when the model batches (checked by _feeds)
+        rows = request.inputs[0].shape[0] if model.batched else 1
         inflight = self.metrics.inflight
         inflight.inc()
         submitted = time.perf_counter_ns()
@@ -258,14 +257,7 @@ class DataPlane:
             inflight.dec()
         done = time.perf_counter_ns()
         request_ns = done - start
-        model.stats.record_success(
-            batch_size=rows,
-            request_ns=request_ns,
-            queue_ns=began - submitted,
-            input_ns=submitted - start,
-            infer_ns=ended - began,
-            output_ns=done - ended,
-        )
+        model.stats.record_success(rows, request_ns, began - submitted, submitted - start, ended - began, done - ended)
         series.success.inc()
         series.request.observe(request_ns / 1e9)
         series.queue.observe((began - submitted) / 1e9)
@@ -331,7 +323,9 @@ class DataPlane:
         except KeyError:
             raise BackendError(f"model {model.name!r}: backend {model.backend_name!r} returned no output {name!r}") from None
         spec = model.outputs_by_name[name]
-        datatype = spec.datatype if spec.datatype in ("BF16", "BYTES") else v2_datatype(array.dtype)
+        datatype = spec.datatype
+        if datatype != "BF16" and array.dtype != NUMPY_DTYPES[datatype]:  # trust the array over the spec
+            datatype = v2_datatype(array.dtype)
         if class_count:
             return _classification(name, array, class_count, batched=model.backend.max_batch_size > 0, binary=binary)
         return InferOutput(name, datatype, array.shape, array, binary)

@@ -86,10 +86,18 @@ class ModelVersion:
     state: str = READY
     inputs_by_name: dict[str, TensorSpec] = field(init=False)
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
+    #: whether every input has a variable leading (batch) dimension
+    batched: bool = field(init=False)
+    name: str = field(init=False)
+    version: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.inputs_by_name = {s.name: s for s in self.backend.inputs}
         self.outputs_by_name = {s.name: s for s in self.backend.outputs}
+        inputs = self.backend.inputs
+        self.batched = bool(inputs) and all(s.shape and s.shape[0] < 0 for s in inputs)
+        self.name = self.source.name
+        self.version = self.source.version
 
     #: smoothed execution time per batch row, learned from every run (None until measured)
     ns_per_row: float | None = None
@@ -109,14 +117,6 @@ class ModelVersion:
         if self.ns_per_row is None or self._runs <= WARMUP_RUNS:
             return None
         return self.ns_per_row * max(rows, 1)
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def version(self) -> str:
-        return self.source.version
 
     @property
     def ready(self) -> bool:

@@ -83,7 +83,7 @@ class InferenceResponse:
     model_version: str
     outputs: list[InferOutput]
     id: str | None = None
-    parameters: Parameters = field(default_factory=dict)
+    parameters: Parameters | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,17 +76,68 @@ def cuda_device_count() -> int:
     return count.value
 
 
-def candidate_providers(available: Sequence[str], devices: int) -> list[str]:
-    """The providers worth trying, best first: GPU ones only when a CUDA device exists."""
-    order = [TENSORRT, CUDA] if devices > 0 else []
+def candidate_providers(
+    available: Sequence[str], devices: int, *, cuda_runtime: bool = True, tensorrt_runtime: bool = True
+) -> list[str]:
+    """The providers worth trying, best first.
+
+    GPU providers only when a CUDA device exists and the libraries they load are present (a
+    missing library would make onnxruntime print errors and fall back anyway); TensorRT also
+    needs the CUDA libraries, since it falls back to CUDA for the nodes it cannot take.
+    """
+    order: list[str] = []
+    if devices > 0 and cuda_runtime:
+        order = [TENSORRT, CUDA] if tensorrt_runtime else [CUDA]
     return [p for p in order if p in available] + [CPU]
 
 
-def available_providers() -> list[str]:
-    """Providers this machine can run: those compiled in, GPU ones only with a CUDA device."""
+def _loadable(*names: str) -> bool:
+    """Whether every shared library in *names* can be loaded (by soname, via the loader's path)."""
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            return False
+    return True
+
+
+def gpu_runtimes(cuda_version: str) -> tuple[bool, bool]:
+    """(CUDA libraries present, TensorRT libraries present) for onnxruntime built against *cuda_version*.
+
+    onnxruntime's own loader is given the chance to find libraries installed as ``nvidia-*``
+    wheels first (``preload_dlls``, whose messages are swallowed).
+    """
+    import contextlib
+    import io
+
     import onnxruntime as ort
 
-    return candidate_providers(ort.get_available_providers(), cuda_device_count())
+    major = cuda_version.split(".")[0] if cuda_version else ""
+    if not major.isdigit():
+        return False, False
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            preload(cuda=True, cudnn=True, msvc=False)
+    cuda = _loadable(f"libcudart.so.{major}", f"libcublasLt.so.{major}", f"libcublas.so.{major}", "libcudnn.so.9")
+    tensorrt = cuda and _loadable("libnvinfer.so.10")
+    return cuda, tensorrt
+
+
+def available_providers() -> list[str]:
+    """Providers this machine can run: those compiled in, GPU ones only with a device and libraries."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    devices = cuda_device_count()
+    if devices == 0 or CUDA not in available:
+        return candidate_providers(available, devices)
+    from onnxruntime.capi import build_and_package_info
+
+    cuda, tensorrt = gpu_runtimes(getattr(build_and_package_info, "cuda_version", ""))
+    if not cuda:
+        logger.info("a CUDA device is present but its runtime libraries are not: using the CPU")
+    return candidate_providers(available, devices, cuda_runtime=cuda, tensorrt_runtime=tensorrt)
 
 
 def _provider_options(provider: str, config: ServeConfig) -> dict[str, Any]:
@@ -154,8 +205,9 @@ class OnnxBackend:
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         feeds = dict(inputs)
-        for name in self._string_inputs & feeds.keys():
-            feeds[name] = _as_text(name, feeds[name])
+        if self._string_inputs:
+            for name in self._string_inputs & feeds.keys():
+                feeds[name] = _as_text(name, feeds[name])
         try:
             if self._bf16_inputs or self._bf16_outputs:
                 return self._run_ortvalues(feeds, outputs)

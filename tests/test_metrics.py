@@ -62,7 +62,8 @@ def traffic(model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         # shapes each match [batch, 16] but cannot be added: onnxruntime fails, a model failure
         assert client.post("/v2/models/add_sub/infer", json=add_sub_body(2, 3)).status_code == 500
         invalid = add_sub_body()
-        invalid["inputs"][0]["datatype"] = "INT32"
+        invalid["inputs"][0]["datatype"] = "INT32"  # well-formed, but not the model's datatype
+        invalid["inputs"][0]["data"] = [int(v) for v in invalid["inputs"][0]["data"]]
         assert client.post("/v2/models/add_sub/infer", json=invalid).status_code == 400
         assert client.post("/v2/models/nope/infer", json=add_sub_body()).status_code == 404
     yield server
@@ -83,6 +84,8 @@ def test_requests_by_model_version_and_outcome(traffic: ServerProcess) -> None:
     _, samples = scrape(traffic)
     assert value(samples, "servecore_requests_total", model="add_sub", version="1", outcome="success") == 3
     assert value(samples, "servecore_requests_total", model="add_sub", version="1", outcome="failure") == 1
+    # refused by validation against the model's signature (the datatype mismatch)
+    assert value(samples, "servecore_requests_total", model="add_sub", version="1", outcome="invalid") == 1
     # a model that has served nothing has no series yet
     assert not [s for s in samples if s.labels.get("model") == "identity_fp32"]
 

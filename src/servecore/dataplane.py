@@ -223,8 +223,12 @@ class DataPlane:
         model = self.models.get(request.model_name, request.model_version)
         if model.state != READY:
             raise UnavailableError(f"model {model.name!r} version {model.version} is not ready")
-        feeds = self._feeds(model, request.inputs)
-        wanted = self._requested_outputs(model, request)
+        try:
+            feeds = self._feeds(model, request.inputs)
+            wanted = self._requested_outputs(model, request)
+        except InvalidInputError:
+            self.metrics.count_rejected(model.name, model.version, "invalid")
+            raise
         names = [name for name, _, _ in wanted]
         series = self._series.get(model)
         if series is None:

@@ -45,6 +45,7 @@ import sys
 import numpy as np
 
 from servecore.codec import reference as _reference
+from servecore.codec.messages import bad_element, out_of_range, too_deep
 from servecore.datatypes import NUMPY_DTYPES
 from servecore.errors import InvalidInputError
 
@@ -160,38 +161,16 @@ cdef double _FP16_MAX = 65504.0
 # --------------------------------------------------------------------------------------------
 
 
-cdef str _json_type(object value):
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "object"
-    return "array"
-
-
 cdef object _bad_element(object name, str datatype, object value):
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return InvalidInputError(
-        f"input {name!r}: element {shown} of JSON type {_json_type(value)} "
-        f"is not valid for datatype {datatype}"
-    )
+    return bad_element(name, datatype, value)
 
 
 cdef object _out_of_range(object name, str datatype, object value):
-    return InvalidInputError(
-        f"input {name!r}: value {value} is out of range for datatype {datatype}"
-    )
+    return out_of_range(name, datatype, value)
 
 
 cdef object _too_deep(object name):
-    return InvalidInputError(
-        f"input {name!r}: JSON nesting depth exceeds maximum allowed limit ({_MAX_DEPTH})"
-    )
+    return too_deep(name, _MAX_DEPTH)
 
 
 # --------------------------------------------------------------------------------------------

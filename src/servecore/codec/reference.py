@@ -17,6 +17,7 @@ from typing import Final
 
 import numpy as np
 
+from servecore.codec.messages import bad_element, out_of_range, too_deep
 from servecore.datatypes import NUMPY_DTYPES
 from servecore.errors import BackendError, InvalidInputError
 
@@ -52,35 +53,12 @@ def _flatten(data: object, name: str) -> list[object]:
         if isinstance(item, list):
             depth = depths[-1] + 1
             if depth > MAX_JSON_DEPTH:
-                raise InvalidInputError(
-                    f"input {name!r}: JSON nesting depth exceeds maximum allowed limit ({MAX_JSON_DEPTH})"
-                )
+                raise too_deep(name, MAX_JSON_DEPTH)
             iters.append(iter(item))
             depths.append(depth)
         else:
             flat.append(item)
     return flat
-
-
-def _bad_element(name: str, datatype: str, value: object) -> InvalidInputError:
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return InvalidInputError(
-        f"input {name!r}: element {shown} of JSON type {_json_type(value)} is not valid for datatype {datatype}"
-    )
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "object"
-    return "array"
 
 
 def json_to_array(data: object, datatype: str, count: int, name: str) -> np.ndarray:
@@ -106,27 +84,25 @@ def json_to_array(data: object, datatype: str, count: int, name: str) -> np.ndar
     if datatype in _FLOATS:
         for value in flat:
             if type(value) is not float and type(value) is not int:
-                raise _bad_element(name, datatype, value)
+                raise bad_element(name, datatype, value)
     elif datatype == "BOOL":
         for value in flat:
             if type(value) is not bool:
-                raise _bad_element(name, datatype, value)
+                raise bad_element(name, datatype, value)
     elif datatype == "BYTES":
         out = np.empty(count, dtype=object)
         for i, value in enumerate(flat):
             if type(value) is not str:
-                raise _bad_element(name, datatype, value)
+                raise bad_element(name, datatype, value)
             out[i] = value.encode("utf-8")
         return out
     elif datatype in _INT_RANGES:
         low, high = _INT_RANGES[datatype]
         for value in flat:
             if type(value) is not int:
-                raise _bad_element(name, datatype, value)
+                raise bad_element(name, datatype, value)
             if not low <= value <= high:
-                raise InvalidInputError(
-                    f"input {name!r}: value {value} is out of range for datatype {datatype}"
-                )
+                raise out_of_range(name, datatype, value)
     else:
         raise InvalidInputError(f"input {name!r}: unsupported datatype {datatype!r}")
     return np.array(flat, dtype=NUMPY_DTYPES[datatype])

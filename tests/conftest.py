@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from checks import assert_serving  # noqa: E402
 from models import build_all  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
@@ -28,10 +29,8 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def server(model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One servecore process on 127.0.0.1 serving every test model."""
-    proc = ServerProcess([str(p) for p in model_paths.values()], log_dir=tmp_path_factory.mktemp("logs"))
-    proc.start()
-    yield proc
-    proc.stop()
+    with ServerProcess([str(p) for p in model_paths.values()], log_dir=tmp_path_factory.mktemp("logs")) as proc:
+        yield proc
 
 
 @pytest.fixture
@@ -39,6 +38,17 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
     """A plain HTTP client on the shared server."""
     with httpx.Client(base_url=server.url, timeout=30.0) as client:
         yield client
+
+
+@pytest.fixture
+def still_serving(server: ServerProcess) -> Iterator[None]:
+    """After the test the shared server still serves (see checks.assert_serving).
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("still_serving")``.
+    """
+    yield
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        assert_serving(client)
 
 
 @pytest.fixture

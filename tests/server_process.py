@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from types import TracebackType
+from typing import Self, Sequence
 
 import httpx
 
@@ -21,7 +22,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``servecore serve ARGS`` with a free port; :meth:`start` waits until it is ready."""
+    """``servecore serve ARGS`` with a free port; :meth:`start` waits until it is ready.
+
+    As a context manager it is started (and ready) on entry and stopped on exit.
+    """
 
     def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None, log_dir: Path) -> None:
         self.port = free_port()
@@ -59,6 +63,15 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.stderr()}")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")

@@ -26,12 +26,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from backends import GatedBackend
 from servecore import hookimpl
 from servecore.config import ServeConfig
 from servecore.dataplane import DataPlane
 from servecore.plugins import get_plugin_manager
 from servecore.server import ABANDONED
-from servecore.types import ModelEvent, TensorSpec
+from servecore.types import ModelEvent
 from server_process import ServerProcess
 
 WIDTH = 256
@@ -290,33 +291,9 @@ def test_readiness_on_a_kept_alive_connection_during_shutdown(start_server: Star
 # -- unloading, in-process -------------------------------------------------------------------------
 
 
-class BlockingBackend:
-    """A backend whose ``infer`` waits until released."""
-
-    name = "blocking"
-    platform = "test"
-    max_batch_size = 0
-    inputs = [TensorSpec("x", "FP32", (-1,))]
-    outputs = [TensorSpec("x", "FP32", (-1,))]
-    properties: dict[str, str] = {}
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.running = threading.Event()
-        self.closed = False
-
-    def infer(self, inputs: Any, outputs: Any) -> dict[str, Any]:
-        self.running.set()
-        assert self.release.wait(30)
-        return dict(inputs)
-
-    def close(self) -> None:
-        self.closed = True
-
-
 class BlockingPlugin:
     def __init__(self) -> None:
-        self.backend = BlockingBackend()
+        self.backend = GatedBackend()
         self.events: list[ModelEvent] = []
 
     @hookimpl
@@ -342,7 +319,7 @@ def test_close_waits_for_a_running_call(tmp_path: Path) -> None:
     dp, plugin = _blocking_dataplane(tmp_path)
     model = dp.model("held", None)
     call = model.executor.submit(plugin.backend.infer, {"x": np.zeros(1)}, ["x"])
-    assert plugin.backend.running.wait(10)
+    assert plugin.backend.started.wait(10)
     threading.Timer(0.3, plugin.backend.release.set).start()
     started = time.monotonic()
     assert dp.close() == 0
@@ -355,7 +332,7 @@ def test_close_abandons_a_call_that_outlives_the_timeout(tmp_path: Path) -> None
     dp, plugin = _blocking_dataplane(tmp_path)
     model = dp.model("held", None)
     call = model.executor.submit(plugin.backend.infer, {"x": np.zeros(1)}, ["x"])
-    assert plugin.backend.running.wait(10)
+    assert plugin.backend.started.wait(10)
     try:
         started = time.monotonic()
         assert dp.close(timeout=0.2) == 1

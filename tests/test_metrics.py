@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import re
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,12 +16,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from backends import GatedBackend
 from servecore import __version__, hookimpl
 from servecore.codec import pure_python_requested
 from servecore.config import ServeConfig
 from servecore.dataplane import DataPlane
 from servecore.plugins import get_plugin_manager
-from servecore.types import InferenceRequest, InferInput, TensorSpec
+from servecore.types import InferenceRequest, InferInput
 from server_process import ServerProcess
 
 HISTOGRAMS = ("servecore_request_duration_seconds", "servecore_queue_duration_seconds", "servecore_compute_duration_seconds")
@@ -52,22 +52,19 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def traffic(model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server that has answered 3 successes, 1 model failure, 1 invalid request and 1 unknown model."""
-    server = ServerProcess(
-        [str(model_paths["add_sub"]), str(model_paths["identity_fp32"])], log_dir=tmp_path_factory.mktemp("logs")
-    )
-    server.start()
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        for _ in range(3):
-            assert client.post("/v2/models/add_sub/infer", json=add_sub_body()).status_code == 200
-        # shapes each match [batch, 16] but cannot be added: onnxruntime fails, a model failure
-        assert client.post("/v2/models/add_sub/infer", json=add_sub_body(2, 3)).status_code == 500
-        invalid = add_sub_body()
-        invalid["inputs"][0]["datatype"] = "INT32"  # well-formed, but not the model's datatype
-        invalid["inputs"][0]["data"] = [int(v) for v in invalid["inputs"][0]["data"]]
-        assert client.post("/v2/models/add_sub/infer", json=invalid).status_code == 400
-        assert client.post("/v2/models/nope/infer", json=add_sub_body()).status_code == 404
-    yield server
-    server.stop()
+    args = [str(model_paths["add_sub"]), str(model_paths["identity_fp32"])]
+    with ServerProcess(args, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(3):
+                assert client.post("/v2/models/add_sub/infer", json=add_sub_body()).status_code == 200
+            # shapes each match [batch, 16] but cannot be added: onnxruntime fails, a model failure
+            assert client.post("/v2/models/add_sub/infer", json=add_sub_body(2, 3)).status_code == 500
+            invalid = add_sub_body()
+            invalid["inputs"][0]["datatype"] = "INT32"  # well-formed, but not the model's datatype
+            invalid["inputs"][0]["data"] = [int(v) for v in invalid["inputs"][0]["data"]]
+            assert client.post("/v2/models/add_sub/infer", json=invalid).status_code == 400
+            assert client.post("/v2/models/nope/infer", json=add_sub_body()).status_code == 404
+        yield server
 
 
 def test_prometheus_text_format(traffic: ServerProcess) -> None:
@@ -135,32 +132,9 @@ def test_metrics_need_no_model_traffic(start_server: Callable[..., ServerProcess
     assert not [s for s in samples if s.name == "servecore_requests_total"]
 
 
-class HeldBackend:
-    """Echoes its input once released; tells when a call has started."""
-
-    name = "held"
-    platform = "test"
-    max_batch_size = 0
-    inputs = [TensorSpec("x", "FP32", (-1,))]
-    outputs = [TensorSpec("x", "FP32", (-1,))]
-    properties: dict[str, str] = {}
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started = threading.Semaphore(0)
-
-    def infer(self, inputs: Any, outputs: Any) -> dict[str, Any]:
-        self.started.release()
-        assert self.release.wait(30)
-        return dict(inputs)
-
-    def close(self) -> None:
-        pass
-
-
 def test_inflight_gauge_counts_running_requests(tmp_path: Path) -> None:
     """In-process: the gauge is 1 while a request runs in its model, and back to 0 after."""
-    backend = HeldBackend()
+    backend = GatedBackend()
 
     class Plugin:
         @hookimpl
@@ -181,7 +155,7 @@ def test_inflight_gauge_counts_running_requests(tmp_path: Path) -> None:
         request = InferenceRequest("m", None, [InferInput("x", "FP32", (3,), x)])
         seen = [gauge()]
         task = asyncio.ensure_future(dp.infer(request))
-        await asyncio.to_thread(backend.started.acquire)
+        assert await asyncio.to_thread(backend.started.wait, 30)
         seen.append(gauge())
         backend.release.set()
         response = await task

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from checks import GOOD_DOC, assert_serving
 from server_process import ServerProcess
 
 JSON = "application/json"
@@ -27,7 +28,6 @@ alice:alice-key-0123456789
   bob :  b0b:with:colons
 ci:ci-key
 """
-GOOD_DOC = {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}
 
 #: (method, path, body) of every authenticated endpoint
 PROTECTED: list[tuple[str, str, Any]] = [
@@ -90,13 +90,9 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def auth_server(model_paths: dict[str, Path], keys_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        ["--api-keys-file", str(keys_file), str(model_paths["identity_fp32"])],
-        log_dir=tmp_path_factory.mktemp("auth-logs"),
-    )
-    proc.start()  # readiness is public, so start() can poll it
-    yield proc
-    proc.stop()
+    args = ["--api-keys-file", str(keys_file), str(model_paths["identity_fp32"])]
+    with ServerProcess(args, log_dir=tmp_path_factory.mktemp("auth-logs")) as proc:  # readiness is public
+        yield proc
 
 
 @pytest.fixture
@@ -104,9 +100,7 @@ def client(auth_server: ServerProcess) -> Iterator[httpx.Client]:
     """A client of the keyed server; after each test a keyed inference still works."""
     with httpx.Client(base_url=auth_server.url, timeout=10.0) as c:
         yield c
-        response = c.post("/v2/models/identity_fp32/infer", json=GOOD_DOC, headers={"Authorization": f"Bearer {KEYS['ci']}"})
-        assert response.status_code == 200, response.text
-        assert response.json()["outputs"][0]["data"] == [1.0, 2.0]
+        assert_serving(c, headers={"Authorization": f"Bearer {KEYS['ci']}"})
 
 
 @pytest.mark.parametrize("path", PUBLIC)

@@ -2,9 +2,9 @@
 
 Every bad request must get ``{"error": "<message>"}`` with ``Content-Type: application/json``
 exactly and the right status (never 422, 500, HTML or plain text), and the server must keep
-serving afterwards: the autouse fixture ``still_serving`` runs a good inference after each test.
-Requests httpx refuses to send (odd header values, bodies shorter than ``Content-Length``) go
-through raw sockets.
+serving afterwards: the fixture ``still_serving`` (tests/conftest.py) runs a good inference
+after each test. Requests httpx refuses to send (odd header values, bodies shorter than
+``Content-Length``) go through raw sockets.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from checks import assert_serving
 from server_process import ServerProcess
 
 JSON = "application/json"
@@ -53,14 +54,6 @@ def assert_error(response: httpx.Response, status: int, *needles: str) -> str:
     for needle in needles:
         assert needle in message, (needle, message)
     return message
-
-
-def good_infer(client: httpx.Client) -> None:
-    """A valid JSON inference succeeds with the right numbers."""
-    response = client.post("/v2/models/identity_fp32/infer", json=GOOD_DOC)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == JSON
-    assert response.json()["outputs"][0]["data"] == [1.0, 2.0, 3.0]
 
 
 def doc(model_input: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -126,10 +119,14 @@ def raw_exchange(port: int, request: bytes, *, timeout: float = 10.0) -> tuple[i
         return read_response(sock)
 
 
+def raw_head(port: int, path: str, headers: dict[str, str]) -> bytes:
+    """The head of a POST to *path* with *headers* after Host, in order; no body."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 def raw_post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return raw_head(port, path, {"Content-Length": str(len(body)), **(headers or {})}) + body
 
 
 def assert_raw_error(result: tuple[int, dict[str, str], bytes], status: int) -> str:
@@ -141,33 +138,23 @@ def assert_raw_error(result: tuple[int, dict[str, str], bytes], status: int) -> 
     return str(parsed["error"])
 
 
-@pytest.fixture(autouse=True)
-def still_serving(server: ServerProcess) -> Iterator[None]:
-    """After every test the shared server still answers health and a good inference."""
-    yield
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
-        assert client.get("/v2/health/live").status_code == 200
-        good_infer(client)
+#: After every test the shared server still answers health and a good inference.
+pytestmark = pytest.mark.usefixtures("still_serving")
 
 
 @pytest.fixture(scope="module")
 def small_server(model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with ``--max-body-size`` of 1 MiB serving identity_fp32 and identity_bytes."""
-    proc = ServerProcess(
-        ["--max-body-size", str(SMALL_LIMIT), str(model_paths["identity_fp32"]), str(model_paths["identity_bytes"])],
-        log_dir=tmp_path_factory.mktemp("small-logs"),
-    )
-    proc.start()
-    yield proc
-    proc.stop()
+    args = ["--max-body-size", str(SMALL_LIMIT), str(model_paths["identity_fp32"]), str(model_paths["identity_bytes"])]
+    with ServerProcess(args, log_dir=tmp_path_factory.mktemp("small-logs")) as proc:
+        yield proc
 
 
 @pytest.fixture
 def small(small_server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=small_server.url, timeout=30.0) as client:
         yield client
-        assert client.get("/v2/health/live").status_code == 200
-        good_infer(client)
+        assert_serving(client)
 
 
 FP32_INFER = "/v2/models/identity_fp32/infer"
@@ -741,18 +728,13 @@ def test_oversized_body_on_the_default_limit(http: httpx.Client) -> None:
 def test_413_arrives_while_the_client_is_still_sending(small_server: ServerProcess) -> None:
     """Content-Length says too much: the 413 comes back before the body is sent, as JSON."""
     port = small_server.port
-    head = (
-        f"POST {FP32_INFER} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Length: {SMALL_LIMIT + MIB}\r\nContent-Type: application/json\r\n\r\n"
-    ).encode()
+    head = raw_head(port, FP32_INFER, {"Content-Length": str(SMALL_LIMIT + MIB), "Content-Type": JSON})
     with socket.create_connection(("127.0.0.1", port), timeout=10.0) as sock:
         sock.sendall(head + b'{"inputs": [' + b" " * 65536)
         result = read_response(sock)  # only part of the body was sent
         assert_raw_error(result, 413)
     # chunked, the server learns of the size only while reading
-    head = (
-        f"POST {FP32_INFER} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ).encode()
+    head = raw_head(port, FP32_INFER, {"Transfer-Encoding": "chunked"})
     with socket.create_connection(("127.0.0.1", port), timeout=10.0) as sock:
         sock.sendall(head)
         chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
@@ -786,10 +768,7 @@ def test_413_arrives_while_the_client_is_still_sending(small_server: ServerProce
 def test_413_instead_of_100_continue(small_server: ServerProcess) -> None:
     """A client that waits for "100 Continue" before sending a too-large body gets the 413 instead."""
     port = small_server.port
-    head = (
-        f"POST {FP32_INFER} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Length: {SMALL_LIMIT + MIB}\r\nExpect: 100-continue\r\n\r\n"
-    ).encode()
+    head = raw_head(port, FP32_INFER, {"Content-Length": str(SMALL_LIMIT + MIB), "Expect": "100-continue"})
     with socket.create_connection(("127.0.0.1", port), timeout=10.0) as sock:
         sock.sendall(head)
         assert_raw_error(read_response(sock), 413)
@@ -999,7 +978,7 @@ def test_many_bad_requests_on_one_connection(http: httpx.Client) -> None:
     for _ in range(20):
         assert_error(http.post(FP32_INFER, content=b"[]"), 400)
         assert_error(http.post("/v2/models/missing/infer", content=b"{}"), 404)
-        good_infer(http)
+        assert_serving(http)
 
 
 # -- property-based: random request documents -------------------------------------------------------

@@ -65,6 +65,13 @@ def kserve_input(name: str, array: np.ndarray, datatype: str, *, binary: bool) -
     return tensor
 
 
+def identity_request(datatype: str, *, binary: bool, **options: Any) -> tuple[str, np.ndarray, InferRequest]:
+    """The identity model of *datatype*, a sample input and a request sending it."""
+    x = sample(datatype)
+    model = f"identity_{datatype.lower()}"
+    return model, x, InferRequest(model, [kserve_input("INPUT0", x, datatype, binary=binary)], **options)
+
+
 def assert_same(got: np.ndarray, want: np.ndarray, datatype: str) -> None:
     assert got.shape == want.shape
     if datatype == "BYTES":
@@ -105,9 +112,7 @@ def test_is_model_ready(server: ServerProcess, model: str, ready: bool) -> None:
 
 @pytest.mark.parametrize("datatype", JSON_DATATYPES)
 def test_infer_request_json(server: ServerProcess, datatype: str) -> None:
-    x = sample(datatype)
-    model = f"identity_{datatype.lower()}"
-    request = InferRequest(model, [kserve_input("INPUT0", x, datatype, binary=False)])
+    model, x, request = identity_request(datatype, binary=False)
     response = run(server, lambda c, url: c.infer(url, request, model_name=model))
     assert isinstance(response, InferResponse)
     assert response.model_name == model
@@ -118,9 +123,7 @@ def test_infer_request_json(server: ServerProcess, datatype: str) -> None:
 
 @pytest.mark.parametrize("datatype", BINARY_DATATYPES)
 def test_infer_request_binary_inputs(server: ServerProcess, datatype: str) -> None:
-    x = sample(datatype)
-    model = f"identity_{datatype.lower()}"
-    request = InferRequest(model, [kserve_input("INPUT0", x, datatype, binary=True)])
+    model, x, request = identity_request(datatype, binary=True)
     response = run(server, lambda c, url: c.infer(url, request, model_name=model))
     assert response.model_name == model
     (output,) = response.outputs
@@ -130,12 +133,8 @@ def test_infer_request_binary_inputs(server: ServerProcess, datatype: str) -> No
 
 @pytest.mark.parametrize("datatype", BINARY_DATATYPES)
 def test_infer_request_binary_outputs(server: ServerProcess, datatype: str) -> None:
-    x = sample(datatype)
-    model = f"identity_{datatype.lower()}"
-    request = InferRequest(
-        model,
-        [kserve_input("INPUT0", x, datatype, binary=True)],
-        request_outputs=[RequestedOutput("OUTPUT0", parameters={"binary_data": True})],
+    model, x, request = identity_request(
+        datatype, binary=True, request_outputs=[RequestedOutput("OUTPUT0", parameters={"binary_data": True})]
     )
     headers: dict[str, str] = {}
     response = run(server, lambda c, url: c.infer(url, request, model_name=model, response_headers=headers))

@@ -8,11 +8,9 @@ type and body schema. Skipped when schemathesis is not installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -39,17 +37,7 @@ def _operations() -> list[Any]:
 
 
 OPERATIONS = _operations()
-
-
-@pytest.fixture(autouse=True)
-def still_serving(server: ServerProcess) -> Iterator[None]:
-    yield
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
-        response = client.post(
-            "/v2/models/identity_fp32/infer",
-            json={"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]},
-        )
-        assert response.status_code == 200, response.text
+pytestmark = pytest.mark.usefixtures("still_serving")  # the server survives every test
 
 
 def test_schema_covers_the_core_endpoints() -> None:

@@ -6,18 +6,17 @@ from __future__ import annotations
 import gzip
 import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from server_process import ServerProcess
-
 JSON = "application/json"
 IHCL = "inference-header-content-length"
 RAW = {"Inference-Header-Content-Length": "0"}
+
+pytestmark = pytest.mark.usefixtures("still_serving")  # the server survives every test
 
 
 def assert_error(response: httpx.Response, status: int, *needles: str) -> str:
@@ -45,18 +44,6 @@ def split(response: httpx.Response) -> tuple[dict[str, Any], dict[str, bytes]]:
         offset += size
     assert offset == len(response.content)
     return header, blobs
-
-
-@pytest.fixture(autouse=True)
-def still_serving(server: ServerProcess) -> Iterator[None]:
-    yield
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
-        response = client.post(
-            "/v2/models/identity_fp32/infer",
-            json={"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]},
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["outputs"][0]["data"] == [1.0, 2.0]
 
 
 @pytest.mark.parametrize(

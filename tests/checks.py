@@ -1,0 +1,19 @@
+"""Checks the HTTP tests share."""
+
+from __future__ import annotations
+
+import httpx
+
+JSON = "application/json"
+#: a valid request to identity_fp32 and the data it must echo
+GOOD_DATA = [1.0, 2.0]
+GOOD_DOC = {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": GOOD_DATA}]}
+
+
+def assert_serving(client: httpx.Client, *, headers: dict[str, str] | None = None) -> None:
+    """The server behind *client* is still live and answers a good inference on identity_fp32."""
+    assert client.get("/v2/health/live").status_code == 200
+    response = client.post("/v2/models/identity_fp32/infer", json=GOOD_DOC, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == JSON, response.headers
+    assert response.json()["outputs"][0]["data"] == GOOD_DATA

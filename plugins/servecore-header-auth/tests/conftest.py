@@ -32,9 +32,11 @@ def installed() -> metadata.Distribution:
     assert [(ep.name, ep.value) for ep in points] == [("header-auth", "servecore_header_auth")]
     import servecore_header_auth
 
-    module_path = Path(servecore_header_auth.__file__).resolve().parent
-    if module_path != SOURCE:
-        pytest.fail(f"{DISTRIBUTION} is installed from {module_path}, not from this checkout ({SOURCE})")
+    # Installed like a user would (a copy in site-packages) or editable: either way the code that
+    # runs must be this checkout's, not a stale install of another version.
+    module_file = Path(servecore_header_auth.__file__).resolve()
+    if module_file.read_bytes() != (SOURCE / "__init__.py").read_bytes():
+        pytest.fail(f"{DISTRIBUTION} at {module_file} differs from this checkout's {SOURCE}; reinstall it")
     return dist
 
 

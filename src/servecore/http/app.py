@@ -128,9 +128,7 @@ class Endpoints:
 
 
 class _Guarded:
-    """An endpoint as a plain ASGI app: authentication first, ServecoreErrors become JSON errors.
-
-    """
+    """An endpoint as a plain ASGI app: authentication first, ServecoreErrors become JSON errors."""
 
     __slots__ = ("dp", "endpoint", "authenticate")
 

@@ -16,6 +16,7 @@ def _extensions() -> list[Extension]:
     if os.environ.get("SERVECORE_NO_EXTENSIONS"):
         print("servecore: SERVECORE_NO_EXTENSIONS set, building the pure-Python package")
         return []
+    import numpy
     from Cython.Build import cythonize
 
     debug = bool(os.environ.get("SERVECORE_CYTHON_DEBUG"))
@@ -34,6 +35,19 @@ def _extensions() -> list[Extension]:
             "servecore._native.codec",
             ["src/servecore/_native/codec.pyx"],
             define_macros=macros,
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "servecore._native.batching",
+            ["src/servecore/_native/batching.pyx"],
+            define_macros=macros,
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "servecore._native.gather",
+            ["src/servecore/_native/gather.pyx"],
+            include_dirs=[numpy.get_include()],  # cimports numpy's C API
+            define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3"],
         ),
     ]

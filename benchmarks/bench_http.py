@@ -96,23 +96,33 @@ def make_body(x: np.ndarray) -> bytes:
 # onnxruntime alone
 
 
-def ort_session(model: Path) -> Any:
+def ort_session(model: Path, *, intra_op_threads: int | None = 1) -> Any:
+    """A CPU session; one thread by default, onnxruntime's own default with None."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
+    if intra_op_threads is not None:
+        so.intra_op_num_threads = intra_op_threads
+        so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def bench_ort(model: Path, x: np.ndarray, core: int | None, duration: float, warmup: float) -> dict:
+def bench_ort(
+    model: Path,
+    x: np.ndarray,
+    core: int | None,
+    duration: float,
+    warmup: float,
+    *,
+    intra_op_threads: int | None = 1,
+) -> dict:
     """Time ``session.run`` calls one by one on this thread, pinned to *core*."""
     old_affinity = os.sched_getaffinity(0)
     if core is not None:
         os.sched_setaffinity(0, {core})  # before the session exists: no thread escapes the pin
     try:
-        sess = ort_session(model)
+        sess = ort_session(model, intra_op_threads=intra_op_threads)
         run, feed, names = sess.run, {"input": x}, ["logits"]
         pc = time.perf_counter_ns
         end = pc() + int(warmup * 1e9)
@@ -259,9 +269,9 @@ class Server:
             self._log_file = None
 
 
-def post_infer(port: int, body: bytes) -> tuple[int, bytes]:
+def post_infer(port: int, body: bytes, *, path: str = INFER_PATH) -> tuple[int, bytes]:
     req = urllib.request.Request(
-        f"http://{HOST}:{port}{INFER_PATH}",
+        f"http://{HOST}:{port}{path}",
         data=body,
         method="POST",
         headers={"Content-Type": "application/json"},
@@ -273,10 +283,17 @@ def post_infer(port: int, body: bytes) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def verify(label: str, port: int, body: bytes, expect_logits: np.ndarray | None) -> dict:
-    status, raw = post_infer(port, body)
+def verify(
+    label: str,
+    port: int,
+    body: bytes,
+    expect_logits: np.ndarray | None,
+    *,
+    path: str = INFER_PATH,
+) -> dict:
+    status, raw = post_infer(port, body, path=path)
     if status != 200:
-        raise BenchError(f"{label}: POST {INFER_PATH} answered {status}: {raw[:500]!r}")
+        raise BenchError(f"{label}: POST {path} answered {status}: {raw[:500]!r}")
     try:
         doc = json.loads(raw)
     except ValueError as e:
@@ -336,7 +353,14 @@ def wrk_version(wrk: str) -> str:
 
 
 def run_wrk(
-    wrk: str, port: int, conns: int, duration: int, core: int | None, body_file: Path
+    wrk: str,
+    port: int,
+    conns: int,
+    duration: int,
+    core: int | None,
+    body_file: Path,
+    *,
+    path: str = INFER_PATH,
 ) -> dict:
     argv = (["taskset", "-c", str(core)] if core is not None else []) + [
         wrk,
@@ -347,7 +371,7 @@ def run_wrk(
         "10s",
         "-s",
         str(LUA_SCRIPT),
-        f"http://{HOST}:{port}{INFER_PATH}",
+        f"http://{HOST}:{port}{path}",
     ]
     env = dict(os.environ, WRK_BODY_FILE=str(body_file))
     try:

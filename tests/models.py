@@ -105,3 +105,73 @@ def build_all(directory: Path) -> dict[str, Path]:
     models["scalar"] = scalar(directory / "scalar.onnx")
     models["fixed"] = identity(directory / "fixed.onnx", "INT32", (2, 3))
     return models
+
+
+# -- dynamic batching ---------------------------------------------------------------------------
+
+
+def mlp(path: Path, seed: int = 3) -> Path:
+    """The demo's MLP shape (FP32 ``input[batch, 64]`` -> ``logits[batch, 10]``), with its own weights."""
+    from servecore.demo.build import build_mlp
+
+    return build_mlp(path, seed=seed)
+
+
+def looped_rows(path: Path, width: int = 512) -> Path:
+    """A slow model every input of which is batched: ``y`` = (x -> Relu(x @ W)) applied max(``n``) times.
+
+    FP32 ``x[batch, width]`` and INT64 ``n[batch, 1]``; one request's duration is set by its ``n``,
+    so a single small model holds an instance busy as long as a test needs.
+    """
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    step = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h_in", "w"], ["m"]),
+            helper.make_node("Relu", ["m"], ["h_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["batch", width]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", width]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["n"], ["steps"], keepdims=0),
+            helper.make_node("Loop", ["steps", "", "x"], ["y"], body=step),
+        ],
+        "looped_rows",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    return _save(graph, path)
+
+
+#: the table :func:`lookup` reads: entry i is 10 * i + 0.5
+LOOKUP_TABLE = np.arange(16, dtype=np.float32) * 10 + 0.5
+
+
+def lookup(path: Path) -> Path:
+    """INT64 ``index[batch, 4]`` -> FP32 ``value[batch, 4]`` = ``LOOKUP_TABLE[index]``.
+
+    An index outside 0..15 makes onnxruntime fail the whole run: a marker that fails its batch.
+    """
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["value"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("index", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[numpy_helper.from_array(LOOKUP_TABLE, "table")],
+    )
+    return _save(graph, path)

@@ -67,6 +67,7 @@ def sample(name: str) -> tuple[Any, str]:
         "not_ready_status": (503, "503"),
         "port": (9123, "9123"),
         "host": ("0.0.0.0", "0.0.0.0"),
+        "preferred_batch_sizes": ("4,8", "4,8"),
     }
     if name in special:
         return special[name]

@@ -62,6 +62,31 @@ class ServeConfig:
         "costs more than a small model's whole run). 0: always use the worker thread.",
         metavar="US",
     )
+    max_batch_size: int = _opt(
+        0,
+        "Dynamic batching: most rows (first-dimension entries, not requests) one model execution "
+        "takes. 0 turns batching off. Applies to models whose inputs all have a variable first dimension.",
+        metavar="ROWS",
+    )
+    max_queue_delay_us: int = _opt(
+        0,
+        "Dynamic batching: longest a request waits for others to join its batch (0: a batch starts "
+        "as soon as an instance is free, taking whatever is queued).",
+        metavar="US",
+    )
+    preferred_batch_sizes: str = _opt(
+        "", "Dynamic batching: comma-separated batch sizes (rows) to send at once when reached.", metavar="LIST"
+    )
+    max_queue_size: int = _opt(
+        0, "Dynamic batching: most rows waiting per model; more is refused with 429 (0: no limit).", metavar="ROWS"
+    )
+    instances: int = _opt(1, "Dynamic batching: batches of one model that may run at the same time.", metavar="N")
+    default_timeout_us: int = _opt(
+        0,
+        "Dynamic batching: queue timeout of requests without a 'timeout' parameter (0: none). A request "
+        "still queued at its timeout is answered 504 without running.",
+        metavar="US",
+    )
     api_keys_file: str | None = _opt(
         None,
         "File of API keys, one 'name:key' per line ('#' starts a comment). When given, every "
@@ -96,6 +121,15 @@ class ServeConfig:
             raise ConfigError(f"max_body_size must be positive, not {self.max_body_size}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be >= 0, not {self.graceful_timeout}")
+        for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "default_timeout_us"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.instances < 1:
+            raise ConfigError(f"instances must be >= 1, not {self.instances}")
+        try:
+            self.preferred_batch_list
+        except ValueError:
+            raise ConfigError(f"preferred_batch_sizes must be comma-separated integers, not {self.preferred_batch_sizes!r}") from None
         if self.inline_compute_us < 0:
             raise ConfigError(f"inline_compute_us must be >= 0, not {self.inline_compute_us}")
         if self.intra_op_threads < 0:
@@ -111,6 +145,11 @@ class ServeConfig:
     def disabled_plugins(self) -> frozenset[str]:
         """The plugin names in :attr:`disable_plugins`."""
         return frozenset(p.strip() for p in self.disable_plugins.split(",") if p.strip())
+
+    @property
+    def preferred_batch_list(self) -> tuple[int, ...]:
+        """The sizes in :attr:`preferred_batch_sizes`, ascending."""
+        return tuple(sorted({int(p) for p in self.preferred_batch_sizes.split(",") if p.strip()}))
 
     @property
     def provider_list(self) -> tuple[str, ...] | None:

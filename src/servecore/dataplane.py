@@ -17,11 +17,15 @@ import numpy as np
 
 from servecore import demo
 from servecore._version import __version__
+from servecore.batching import load_batching
+from servecore.batching.policy import Batch, BatchSettings, BatchSettingsError
+from servecore.batching.scheduler import Scheduler, SchedulerEvents
 from servecore.codec import Codec, load_codec
 from servecore.datatypes import NUMPY_DTYPES, config_datatype, v2_datatype
 from servecore.errors import (
     AuthenticationError,
     BackendError,
+    ConfigError,
     InvalidInputError,
     ServecoreError,
     UnavailableError,
@@ -81,6 +85,16 @@ def _run(backend: Backend, feeds: Mapping[str, np.ndarray], names: Sequence[str]
     return result, start, time.perf_counter_ns()
 
 
+def _uint_parameter(parameters: Mapping[str, Any], name: str, default: int) -> int:
+    """A request parameter that must be a non-negative integer (``timeout``, ``priority``)."""
+    value = parameters.get(name)
+    if value is None:
+        return default
+    if type(value) is not int or value < 0:
+        raise InvalidInputError(f"parameter {name!r} must be a non-negative integer, not {value!r}")
+    return value
+
+
 def _shape_matches(shape: tuple[int, ...], spec: tuple[int, ...]) -> bool:
     if len(shape) != len(spec):
         return False
@@ -113,6 +127,8 @@ class DataPlane:
         self.shutting_down = False
         self.inline_ns = config.inline_compute_us * 1000
         self._series: dict[ModelVersion, ModelSeries] = {}
+        self.batching = load_batching(pure_python=config.pure_python) if config.max_batch_size > 0 else None
+        self.schedulers: dict[ModelVersion, Scheduler] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -124,10 +140,60 @@ class DataPlane:
                 "serving model %s version %s (%s, %s)",
                 model.name, model.version, model.backend_name, model.backend.properties.get("providers", ""),
             )
+            self._start_batching(model)
+
+    def _start_batching(self, model: ModelVersion) -> None:
+        """Give *model* a scheduler when batching is configured and its inputs have a batch dimension."""
+        config = self.config
+        if self.batching is None:
+            return
+        if not model.batched:
+            logger.info("model %s version %s has no variable first dimension: not batched", model.name, model.version)
+            return
+        try:
+            settings = BatchSettings(
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_ns=config.max_queue_delay_us * 1000,
+                preferred_batch_sizes=tuple(s for s in config.preferred_batch_list if s <= config.max_batch_size),
+                max_queue_rows=config.max_queue_size,
+                instances=config.instances,
+            )
+        except BatchSettingsError as exc:
+            raise ConfigError(f"model {model.name!r}: {exc}") from None
+        series = self._model_series(model)
+        series.batching = True
+        stats = model.stats
+
+        def on_batch(batch: Batch, input_ns: int, infer_ns: int, output_ns: int) -> None:
+            stats.record_batch(batch.rows, input_ns, infer_ns, output_ns)
+            series.observe_batch(batch.rows, batch.reason, infer_ns / 1e9)
+            series.compute.observe(infer_ns / 1e9)
+
+        def on_rejected(reason: str) -> None:
+            series.rejected_by_reason[reason] += 1
+
+        self.schedulers[model] = Scheduler(
+            model.name, model.version, model.backend, settings, self.batching,
+            inline_ns=self.inline_ns,
+            events=SchedulerEvents(on_batch=on_batch, on_rejected=on_rejected, on_expired=series.expired.inc),
+        )
+        logger.info(
+            "model %s version %s: dynamic batching up to %d rows (%s core)",
+            model.name, model.version, settings.max_batch_size, self.batching.implementation,
+        )
 
     def close(self, *, timeout: float | None = None) -> int:
         """Unload the models; returns how many were abandoned mid-call (see :meth:`ModelSet.close`)."""
+        for scheduler in self.schedulers.values():
+            scheduler.close()
+        self.schedulers.clear()
         return self.models.close(timeout=timeout)
+
+    def _model_series(self, model: ModelVersion) -> ModelSeries:
+        series = self._series.get(model)
+        if series is None:
+            series = self._series[model] = self.metrics.series(model.name, model.version)
+        return series
 
     def _notify(self, event: ModelEvent) -> None:
         try:
@@ -187,13 +253,14 @@ class DataPlane:
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         model = self.models.get(name, version)
         backend = model.backend
-        batch = backend.max_batch_size
+        scheduler = self.schedulers.get(model)
+        batch = scheduler.settings.max_batch_size if scheduler else backend.max_batch_size
 
         def tensor(spec: TensorSpec) -> dict[str, Any]:
             dims = list(spec.shape[1:] if batch > 0 else spec.shape)
             return {"name": spec.name, "data_type": config_datatype(spec.datatype), "dims": dims}
 
-        return {
+        config: dict[str, Any] = {
             "name": model.name,
             "platform": backend.platform,
             "backend": model.backend_name,
@@ -204,6 +271,19 @@ class DataPlane:
             "model_transaction_policy": {"decoupled": False},
             "parameters": {k: {"string_value": v} for k, v in backend.properties.items()},
         }
+        if scheduler is not None:
+            settings = scheduler.settings
+            config["dynamic_batching"] = {
+                "max_queue_delay_microseconds": settings.max_queue_delay_ns // 1000,
+                "preferred_batch_size": list(settings.preferred_batch_sizes),
+                "default_queue_policy": {
+                    "max_queue_size": settings.max_queue_rows,
+                    "default_timeout_microseconds": self.config.default_timeout_us,
+                    "allow_timeout_override": True,
+                },
+            }
+            config["instance_group"] = [{"count": settings.instances, "kind": "KIND_AUTO"}]
+        return config
 
     def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         if name is None:
@@ -230,11 +310,12 @@ class DataPlane:
             self.metrics.count_rejected(model.name, model.version, "invalid")
             raise
         names = [name for name, _, _ in wanted]
-        series = self._series.get(model)
-        if series is None:
-            series = self._series[model] = self.metrics.series(model.name, model.version)
+        series = self._series.get(model) or self._model_series(model)
         # rows in this request: the leading dimension when the model batches (checked by _feeds)
         rows = request.inputs[0].shape[0] if model.batched else 1
+        scheduler = self.schedulers.get(model) if rows > 0 else None
+        if scheduler is not None:
+            return await self._infer_batched(model, request, scheduler, feeds, wanted, rows, series, start)
         inflight = self.metrics.inflight
         inflight.inc()
         submitted = time.perf_counter_ns()
@@ -266,6 +347,37 @@ class DataPlane:
         series.request.observe(request_ns / 1e9)
         series.queue.observe((began - submitted) / 1e9)
         series.compute.observe((ended - began) / 1e9)
+        return InferenceResponse(model.name, model.version, outputs, id=request.id)
+
+    async def _infer_batched(
+        self, model: ModelVersion, request: InferenceRequest, scheduler: Scheduler, feeds: dict[str, np.ndarray],
+        wanted: list[tuple[str, bool, int]], rows: int, series: ModelSeries, start: int,
+    ) -> InferenceResponse:
+        """Run *request* through its model's batch scheduler."""
+        if any(tensor.shape[0] != rows for tensor in request.inputs):
+            raise InvalidInputError(
+                "every input of a batched model needs the same first dimension (rows); got "
+                + ", ".join(f"{t.name} {t.shape[0]}" for t in request.inputs)
+            )
+        timeout_us = _uint_parameter(request.parameters, "timeout", self.config.default_timeout_us)
+        priority = _uint_parameter(request.parameters, "priority", 0)
+        inflight = self.metrics.inflight
+        inflight.inc()
+        try:
+            result, timing = await scheduler.submit(
+                feeds, rows, timeout_us=timeout_us, priority=priority, on_wait=request.on_wait
+            )
+            outputs = [self._output(model, name, result, binary, class_count) for name, binary, class_count in wanted]
+        except ServecoreError:
+            self._failed(model, series, start)
+            raise
+        finally:
+            inflight.dec()
+        request_ns = time.perf_counter_ns() - start
+        model.stats.record_request(rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
+        series.success.inc()
+        series.request.observe(request_ns / 1e9)
+        series.queue.observe(timing.queue_ns / 1e9)
         return InferenceResponse(model.name, model.version, outputs, id=request.id)
 
     def _failed(self, model: ModelVersion, series: Any, start: int) -> None:

@@ -48,6 +48,22 @@ class UnsupportedEncodingError(ServecoreError):
     status_code = 415
 
 
+class TooManyRequestsError(ServecoreError):
+    """The model's queue cannot take the request now (429); ``retry_after_s`` says when to retry."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(ServecoreError):
+    """The request's timeout passed while it waited in the queue; it never ran (504)."""
+
+    status_code = 504
+
+
 class UnavailableError(ServecoreError):
     """The server or model cannot take the request now: not ready, shutting down (503)."""
 

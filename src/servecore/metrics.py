@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry
+
+from servecore.batching.policy import CLOSE_REASONS, REFUSALS
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +28,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+
+#: Batch-size buckets (rows), powers of two up to 1024.
+BATCH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(11))
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -74,6 +79,23 @@ class ModelSeries:
     request: LatencyHistogram = field(default_factory=LatencyHistogram)
     queue: LatencyHistogram = field(default_factory=LatencyHistogram)
     compute: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # dynamic batching (empty while the model does not batch)
+    batch_rows: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(BATCH_BUCKETS))
+    execution_by_size: dict[int, LatencyHistogram] = field(default_factory=dict)
+    batches_by_reason: Tally[str] = field(default_factory=Tally)
+    rejected_by_reason: Tally[str] = field(default_factory=Tally)
+    expired: Count = field(default_factory=Count)
+    padding_elements: Count = field(default_factory=Count)
+    batching: bool = False
+
+    def observe_batch(self, rows: int, reason: str, execution_s: float) -> None:
+        """One executed batch of *rows* rows, closed for *reason*, that ran *execution_s* seconds."""
+        self.batch_rows.observe(rows)
+        self.batches_by_reason[reason] += 1
+        histogram = self.execution_by_size.get(rows)
+        if histogram is None:
+            histogram = self.execution_by_size[rows] = LatencyHistogram()
+        histogram.observe(execution_s)
 
 
 class Gauge1:
@@ -167,6 +189,7 @@ class _Collector:
                 h: LatencyHistogram = getattr(s, attr)
                 family.add_metric([model, version], h.cumulative(), h.total)
             yield family
+        yield from _batching_families(sorted(m._series.items()))
         yield GaugeMetricFamily("servecore_inflight_requests", "Inference requests being processed.", value=m.inflight.value)
         errors = CounterMetricFamily(
             "servecore_http_errors", "Requests answered with an error status, by status code.", labels=["status"]
@@ -177,3 +200,36 @@ class _Collector:
         info = InfoMetricFamily("servecore_build", "Version and active core of this server.", labels=[])
         info.add_metric([], m.build)
         yield info
+
+
+def _batching_families(series: list[tuple[tuple[str, str], ModelSeries]]) -> Iterator[Metric]:
+    """The dynamic-batching families, for the model versions that batch."""
+    batching = [(key, s) for key, s in series if s.batching]
+    labels = ["model", "version"]
+    sizes = HistogramMetricFamily("servecore_batch_size_rows", "Rows per executed batch.", labels=labels)
+    execution = HistogramMetricFamily(
+        "servecore_batch_execution_seconds", "Model execution time by batch size (rows).", labels=[*labels, "batch_size"]
+    )
+    reasons = CounterMetricFamily(
+        "servecore_batches", "Executed batches by the reason they closed.", labels=[*labels, "reason"]
+    )
+    rejected = CounterMetricFamily(
+        "servecore_batch_rejected_requests", "Requests refused at admission (429) by reason.", labels=[*labels, "reason"]
+    )
+    expired = CounterMetricFamily(
+        "servecore_batch_expired_requests", "Requests whose timeout passed while queued (never run).", labels=labels
+    )
+    padding = CounterMetricFamily(
+        "servecore_batch_padding_elements", "Tensor elements added as padding to batch inputs.", labels=labels
+    )
+    for (model, version), s in batching:
+        sizes.add_metric([model, version], s.batch_rows.cumulative(), s.batch_rows.total)
+        for rows, histogram in sorted(s.execution_by_size.items()):
+            execution.add_metric([model, version, str(rows)], histogram.cumulative(), histogram.total)
+        for reason in CLOSE_REASONS:
+            reasons.add_metric([model, version, reason], s.batches_by_reason[reason])
+        for reason in REFUSALS:
+            rejected.add_metric([model, version, reason], s.rejected_by_reason[reason])
+        expired.add_metric([model, version], s.expired.value)
+        padding.add_metric([model, version], s.padding_elements.value)
+    yield from (sizes, execution, reasons, rejected, expired, padding)

@@ -110,7 +110,8 @@ class ModelVersion:
         if self.ns_per_row is None or self._runs <= WARMUP_RUNS:
             self.ns_per_row = per_row  # the first runs are slow: let the later ones set the level
         else:
-            self.ns_per_row += EWMA_ALPHA * (per_row - self.ns_per_row)
+            # capped like servecore.batching.runtime: one preempted run must not flip the decision
+            self.ns_per_row += EWMA_ALPHA * (min(per_row, 4 * self.ns_per_row) - self.ns_per_row)
 
     def predicted_ns(self, rows: int) -> float | None:
         """Expected execution time for *rows* rows, or None before the model has run enough."""

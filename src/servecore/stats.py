@@ -81,6 +81,30 @@ class ModelStats:
         d.count += 1
         d.ns += output_ns
 
+    def record_request(self, rows: int, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One request of *rows* rows answered from a batch (its execution is counted by :meth:`record_batch`).
+
+        As in Triton, each request is charged the compute times of the batch it ran in.
+        """
+        self.inference_count += rows
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        for d, ns in (
+            (self._success, request_ns), (self._queue, queue_ns), (self._input, input_ns),
+            (self._infer, infer_ns), (self._output, output_ns),
+        ):
+            d.count += 1
+            d.ns += ns
+
+    def record_batch(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One execution of a batch of *batch_size* rows."""
+        self.execution_count += 1
+        batch = self.batches.get(batch_size)
+        if batch is None:
+            batch = self.batches[batch_size] = BatchStats()
+        batch.compute_input.add(input_ns)
+        batch.compute_infer.add(infer_ns)
+        batch.compute_output.add(output_ns)
+
     def record_failure(self, request_ns: int) -> None:
         self.stages["fail"].add(request_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000

@@ -64,6 +64,9 @@ class InferenceRequest:
     parameters: Parameters = field(default_factory=dict)
     binary_output_default: bool = False
     principal: Principal | None = None
+    #: set by a transport that can tell when its client goes away: called when the request starts
+    #: waiting in a queue, it returns the function to call when the wait is over
+    on_wait: Callable[[], Callable[[], None]] | None = None
 
 
 @dataclass(slots=True)

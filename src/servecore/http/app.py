@@ -7,11 +7,13 @@ methods, is ``{"error": ...}`` as ``application/json``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
 from servecore.dataplane import DataPlane
-from servecore.errors import InvalidInputError, ServecoreError, UnsupportedEncodingError
+from servecore.types import InferenceRequest, InferenceResponse
+from servecore.errors import InvalidInputError, ServecoreError, TooManyRequestsError, UnsupportedEncodingError
 from servecore.http import body as bodies
 from servecore.http import v2
 from servecore.http.responses import OCTET_STREAM, Send, send_body, send_error, send_json
@@ -113,7 +115,10 @@ class Endpoints:
         else:
             request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=codec)
         request.principal = scope.get("servecore.principal")
-        response = await self.dp.infer(request)
+        if model in self.dp.schedulers:
+            response = await _unless_disconnected(self.dp, request, receive)
+        else:
+            response = await self.dp.infer(request)
         payload, json_size = v2.encode_response(response, codec)
         extra: list[tuple[bytes, bytes]] = []
         content_type = b"application/json"
@@ -125,6 +130,47 @@ class Endpoints:
             payload = bodies.compress(payload, coding)
             extra.append((b"content-encoding", coding.encode()))
         await send_body(send, 200, payload, content_type=content_type, headers=extra)
+
+
+class ClientDisconnectedError(ServecoreError):
+    """The client went away while its request waited; nobody reads the answer (499, nginx's code)."""
+
+    status_code = 499
+
+
+async def _unless_disconnected(dp: DataPlane, request: InferenceRequest, receive: Receive) -> InferenceResponse:
+    """Infer, but give up the request if its client disconnects while it waits in a queue.
+
+    The watch starts only when the request actually waits (``request.on_wait``), so a request
+    that runs at once pays nothing for it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+        task.cancel()
+
+    def on_wait() -> Callable[[], None]:
+        watcher = asyncio.ensure_future(watch())
+
+        def stop() -> None:
+            watcher.cancel()
+
+        return stop
+
+    request.on_wait = on_wait
+    try:
+        return await dp.infer(request)
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        task.uncancel()
+        raise ClientDisconnectedError("the client disconnected before the answer was ready") from None
 
 
 class _Guarded:
@@ -148,7 +194,11 @@ class _Guarded:
             await send_error(send, 415, exc.message, headers=[(b"accept-encoding", bodies.ACCEPT_ENCODING.encode())])
         except ServecoreError as exc:
             dp.metrics.http_errors.labels(str(exc.status_code)).inc()
-            headers = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
+            headers = []
+            if exc.status_code == 401:
+                headers.append((b"www-authenticate", b"Bearer"))
+            elif isinstance(exc, TooManyRequestsError):
+                headers.append((b"retry-after", str(exc.retry_after_s).encode()))
             await send_error(send, exc.status_code, exc.message, headers=headers)
 
 

@@ -1,0 +1,1 @@
+"""Tests of dynamic batching: the batch policy and gather/scatter, each on both implementations."""

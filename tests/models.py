@@ -117,15 +117,9 @@ def mlp(path: Path, seed: int = 3) -> Path:
     return build_mlp(path, seed=seed)
 
 
-def looped_rows(path: Path, width: int = 512) -> Path:
-    """A slow model every input of which is batched: ``y`` = (x -> Relu(x @ W)) applied max(``n``) times.
-
-    FP32 ``x[batch, width]`` and INT64 ``n[batch, 1]``; one request's duration is set by its ``n``,
-    so a single small model holds an instance busy as long as a test needs.
-    """
-    rng = np.random.default_rng(2)
-    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-    step = helper.make_graph(
+def _square_step(width: int) -> onnx.GraphProto:
+    """A Loop body: ``h -> Relu(h @ w)`` (``w`` from the enclosing graph)."""
+    return helper.make_graph(
         [
             helper.make_node("MatMul", ["h_in", "w"], ["m"]),
             helper.make_node("Relu", ["m"], ["h_out"]),
@@ -142,20 +136,41 @@ def looped_rows(path: Path, width: int = 512) -> Path:
             helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", width]),
         ],
     )
-    graph = helper.make_graph(
-        [
+
+
+def looped(path: Path, width: int = 512, *, per_row: bool = False, seed: int = 2) -> Path:
+    """A slow model: ``y`` = (x -> Relu(x @ W)) applied ``n`` times, FP32 ``x[batch, width]``.
+
+    ``n`` is an INT64 scalar, or with *per_row* an INT64 ``[batch, 1]`` of which the largest
+    counts, so that every input is batched. One request's duration is set by its ``n``: a single
+    small model holds an instance busy as long as a test needs.
+    """
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    step = _square_step(width)
+    if per_row:
+        nodes = [
             helper.make_node("ReduceMax", ["n"], ["steps"], keepdims=0),
             helper.make_node("Loop", ["steps", "", "x"], ["y"], body=step),
-        ],
-        "looped_rows",
+        ]
+    else:
+        nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=step)]
+    graph = helper.make_graph(
+        nodes,
+        "looped_rows" if per_row else "looped",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width]),
-            helper.make_tensor_value_info("n", TensorProto.INT64, ["batch", 1]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, ["batch", 1] if per_row else []),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
         initializer=[numpy_helper.from_array(w, "w")],
     )
     return _save(graph, path)
+
+
+def looped_rows(path: Path, width: int = 512) -> Path:
+    """:func:`looped` with a per-row ``n``."""
+    return looped(path, width, per_row=True)
 
 
 #: the table :func:`lookup` reads: entry i is 10 * i + 0.5

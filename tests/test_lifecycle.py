@@ -22,10 +22,9 @@ from typing import Any, Callable
 
 import httpx
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+import models
 from backends import GatedBackend
 from servecore import hookimpl
 from servecore.config import ServeConfig
@@ -43,40 +42,7 @@ Start = Callable[..., ServerProcess]
 
 def looped(path: Path, width: int = WIDTH) -> Path:
     """y = (x -> Relu(x @ W)) applied ``n`` times: FP32 x [batch, width], INT64 scalar n."""
-    rng = np.random.default_rng(1)
-    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-    step = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["h_in", "w"], ["m"]),
-            helper.make_node("Relu", ["m"], ["h_out"]),
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-        ],
-        "step",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["batch", width]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", width]),
-        ],
-    )
-    graph = helper.make_graph(
-        [helper.make_node("Loop", ["n", "", "x"], ["y"], body=step)],
-        "looped",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width]),
-            helper.make_tensor_value_info("n", TensorProto.INT64, []),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        initializer=[numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="servecore-tests")
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return models.looped(path, width, seed=1)
 
 
 @pytest.fixture(scope="module")

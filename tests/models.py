@@ -190,3 +190,24 @@ def lookup(path: Path) -> Path:
         initializer=[numpy_helper.from_array(LOOKUP_TABLE, "table")],
     )
     return _save(graph, path)
+
+
+def row_sum(path: Path) -> Path:
+    """FP32 ``x[batch, n]`` -> ``total[batch]`` (sum of each row) and ``doubled[batch, n]`` (2x).
+
+    With zero padding the sums are exact, and ``doubled`` shows outputs being cut back.
+    """
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
+            helper.make_node("Add", ["x", "x"], ["doubled"]),
+        ],
+        "row_sum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["batch", "n"]),
+        ],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return _save(graph, path)

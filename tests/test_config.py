@@ -68,6 +68,7 @@ def sample(name: str) -> tuple[Any, str]:
         "port": (9123, "9123"),
         "host": ("0.0.0.0", "0.0.0.0"),
         "preferred_batch_sizes": ("4,8", "4,8"),
+        "pad_inputs": ("x=0,mask=-1.5", "x=0,mask=-1.5"),
     }
     if name in special:
         return special[name]

@@ -87,6 +87,14 @@ class ServeConfig:
         "still queued at its timeout is answered 504 without running.",
         metavar="US",
     )
+    pad_inputs: str = _opt(
+        "",
+        "Dynamic batching: comma-separated 'input=pad_value' pairs. Requests whose shapes differ only "
+        "in these inputs' variable dimensions share a batch, padded to the largest with pad_value; an "
+        "output dimension the model declares variable and that has a padded input's size on the same "
+        "axis is cut back to each request's own size.",
+        metavar="LIST",
+    )
     api_keys_file: str | None = _opt(
         None,
         "File of API keys, one 'name:key' per line ('#' starts a comment). When given, every "
@@ -127,6 +135,10 @@ class ServeConfig:
         if self.instances < 1:
             raise ConfigError(f"instances must be >= 1, not {self.instances}")
         try:
+            self.pad_values
+        except ValueError:
+            raise ConfigError(f"pad_inputs must be comma-separated 'input=number' pairs, not {self.pad_inputs!r}") from None
+        try:
             self.preferred_batch_list
         except ValueError:
             raise ConfigError(f"preferred_batch_sizes must be comma-separated integers, not {self.preferred_batch_sizes!r}") from None
@@ -145,6 +157,19 @@ class ServeConfig:
     def disabled_plugins(self) -> frozenset[str]:
         """The plugin names in :attr:`disable_plugins`."""
         return frozenset(p.strip() for p in self.disable_plugins.split(",") if p.strip())
+
+    @property
+    def pad_values(self) -> dict[str, float]:
+        """The inputs in :attr:`pad_inputs` and their pad values."""
+        values: dict[str, float] = {}
+        for item in self.pad_inputs.split(","):
+            if not item.strip():
+                continue
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(item)
+            values[name.strip()] = float(value)
+        return values
 
     @property
     def preferred_batch_list(self) -> tuple[int, ...]:

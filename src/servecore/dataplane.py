@@ -160,6 +160,11 @@ class DataPlane:
             )
         except BatchSettingsError as exc:
             raise ConfigError(f"model {model.name!r}: {exc}") from None
+        pad_values = config.pad_values
+        unknown = sorted(set(pad_values) - set(model.inputs_by_name))
+        if unknown and len(self.config.models) <= 1:
+            raise ConfigError(f"model {model.name!r} has no input {', '.join(unknown)} (--pad-inputs)")
+        pad_values = {name: value for name, value in pad_values.items() if name in model.inputs_by_name}
         series = self._model_series(model)
         series.batching = True
         stats = model.stats
@@ -175,7 +180,11 @@ class DataPlane:
         self.schedulers[model] = Scheduler(
             model.name, model.version, model.backend, settings, self.batching,
             inline_ns=self.inline_ns,
-            events=SchedulerEvents(on_batch=on_batch, on_rejected=on_rejected, on_expired=series.expired.inc),
+            events=SchedulerEvents(
+                on_batch=on_batch, on_rejected=on_rejected, on_expired=series.expired.inc,
+                on_padding=series.padding_elements.inc,
+            ),
+            pad_values=pad_values,
         )
         logger.info(
             "model %s version %s: dynamic batching up to %d rows (%s core)",

@@ -573,3 +573,39 @@ def test_a_client_that_disconnects_while_queued_is_never_run(
     stats = model_stats(url, "slow")
     assert stats["execution_count"] == 2  # the holder and the last request: never the one that left
     assert stats["inference_count"] == 2
+
+
+# -- paddable inputs ----------------------------------------------------------------------------
+
+
+def test_padded_requests_of_different_lengths_over_http(tmp_path: Path) -> None:
+    """--pad-inputs: 40 concurrent requests of random lengths, batched together, each answered exactly."""
+    from models import row_sum
+
+    path = row_sum(tmp_path / "row_sum.onnx")
+    args = [str(path), "--max-batch-size", "8", "--max-queue-delay-us", "100000", "--pad-inputs", "x=0"]
+    with ServerProcess(args, log_dir=tmp_path / "logs") as server:
+        rng = np.random.default_rng(3)
+        arrays = [rng.standard_normal((1, int(n))).astype(np.float32) for n in rng.integers(1, 30, size=40)]
+
+        async def scenario() -> list[dict[str, np.ndarray]]:
+            client = triton_aio.InferenceServerClient(server.address)
+            try:
+                async def one(x: np.ndarray) -> dict[str, np.ndarray]:
+                    tensor = triton_aio.InferInput("x", list(x.shape), "FP32")
+                    tensor.set_data_from_numpy(x)
+                    result = await client.infer("row_sum", [tensor])
+                    return {name: result.as_numpy(name) for name in ("total", "doubled")}
+
+                return list(await asyncio.gather(*(one(x) for x in arrays)))
+            finally:
+                await client.close()
+
+        for x, out in zip(arrays, run(scenario())):
+            np.testing.assert_allclose(out["doubled"], 2 * x, rtol=1e-6)
+            np.testing.assert_allclose(out["total"], x.sum(axis=1), rtol=1e-5, atol=1e-5)
+        stats = httpx.get(server.url + "/v2/models/row_sum/stats").json()["model_stats"][0]
+        assert stats["execution_count"] < len(arrays)  # mixed lengths really shared batches
+        metrics = httpx.get(server.url + "/metrics").text
+        padded = [line for line in metrics.splitlines() if line.startswith("servecore_batch_padding_elements_total")]
+        assert padded and float(padded[0].rsplit(" ", 1)[1]) > 0

@@ -63,12 +63,27 @@ class SchedulerEvents:
     on_batch: Callable[[Batch, int, int, int], None] = lambda batch, input_ns, infer_ns, output_ns: None
     on_rejected: Callable[[str], None] = lambda reason: None
     on_expired: Callable[[int], None] = lambda count: None
+    on_padding: Callable[[int], None] = lambda elements: None
 
 
-def shape_key(feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+def shape_key(
+    feeds: Mapping[str, np.ndarray], names: Sequence[str], paddable: Mapping[str, tuple[int, ...]] | None = None
+) -> tuple[tuple[int, ...], ...]:
     """What must be equal for two requests to share a batch: every input's non-batch dimensions,
-    in the model's input order (whatever order the request listed them in)."""
-    return tuple(feeds[name].shape[1:] for name in names)
+    in the model's input order (whatever order the request listed them in).
+
+    For a paddable input only its fixed dimensions count (*paddable* maps it to its model shape
+    without the batch dimension, ``-1`` where a dimension may vary): its variable dimensions are
+    padded to the largest in the batch.
+    """
+    if not paddable:
+        return tuple(feeds[name].shape[1:] for name in names)
+    return tuple(
+        tuple(-1 if want < 0 else got for got, want in zip(feeds[name].shape[1:], paddable[name]))
+        if name in paddable
+        else feeds[name].shape[1:]
+        for name in names
+    )
 
 
 @dataclass
@@ -83,6 +98,9 @@ class Scheduler:
     #: a batch whose predicted run is at most this runs on the loop thread (0: never)
     inline_ns: int = 0
     events: SchedulerEvents = field(default_factory=SchedulerEvents)
+    #: paddable inputs and their pad values: requests differing only in those inputs' variable
+    #: dimensions share a batch, padded to the largest; outputs are cut back per request
+    pad_values: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = self.core.BatchPolicy(self.settings)
@@ -99,6 +117,8 @@ class Scheduler:
         self._expiries: list[tuple[int, int]] = []
         self._output_names = [spec.name for spec in self.backend.outputs]
         self._input_names = [spec.name for spec in self.backend.inputs]
+        self._paddable = {s.name: s.shape[1:] for s in self.backend.inputs if s.name in self.pad_values}
+        self._output_specs = {s.name: s.shape[1:] for s in self.backend.outputs}
         self.running: set[asyncio.Task[None]] = set()
 
     # -- requests ---------------------------------------------------------------------------------
@@ -135,7 +155,7 @@ class Scheduler:
             )
         request_id = self._next_id
         self._next_id += 1
-        key = self._shape_ids.setdefault(shape_key(feeds, self._input_names), len(self._shape_ids))
+        key = self._shape_ids.setdefault(shape_key(feeds, self._input_names, self._paddable), len(self._shape_ids))
         future: asyncio.Future[tuple[dict[str, np.ndarray], BatchTiming]] = loop.create_future()
         self._pending[request_id] = _Pending(feeds, rows, now, future)
         self.policy.add(request_id, rows, key, now, deadline, priority)
@@ -225,7 +245,7 @@ class Scheduler:
             feeds = self._gather(batch, members)
             gathered = time.monotonic_ns()
             outputs, infer_start, infer_end = await loop.run_in_executor(self.executor, _infer, self.backend, feeds, self._output_names)
-            self._finish(batch, members, outputs, started, gathered, infer_start, infer_end)
+            self._finish(batch, members, outputs, started, gathered, infer_start, infer_end, feeds)
         except Exception as exc:
             self._fail(batch, members, exc)
         finally:
@@ -239,7 +259,7 @@ class Scheduler:
             feeds = self._gather(batch, members)
             gathered = time.monotonic_ns()
             outputs, infer_start, infer_end = _infer(self.backend, feeds, self._output_names)
-            self._finish(batch, members, outputs, started, gathered, infer_start, infer_end)
+            self._finish(batch, members, outputs, started, gathered, infer_start, infer_end, feeds)
         except Exception as exc:
             self._fail(batch, members, exc)
 
@@ -248,14 +268,54 @@ class Scheduler:
             return dict(members[0].feeds)
         feeds: dict[str, np.ndarray] = {}
         for name, first in members[0].feeds.items():
-            out = np.empty((batch.rows, *first.shape[1:]), dtype=first.dtype)
-            self.core.gather([m.feeds[name] for m in members], out)
+            arrays = [m.feeds[name] for m in members]
+            if name in self._paddable:
+                tail = tuple(max(dims) for dims in zip(*(a.shape[1:] for a in arrays)))
+                out = np.empty((batch.rows, *tail), dtype=first.dtype)
+                self.core.gather(arrays, out, self.pad_values[name])
+                padding = out.size - sum(a.size for a in arrays)
+                if padding:
+                    self.events.on_padding(padding)
+            else:
+                out = np.empty((batch.rows, *first.shape[1:]), dtype=first.dtype)
+                self.core.gather(arrays, out)
             feeds[name] = out
         return feeds
 
+    def _output_tails(self, name: str, array: np.ndarray, members: list[_Pending], feeds: Mapping[str, np.ndarray]) -> list[tuple[int, ...]] | None:
+        """Each request's own trailing shape of output *name*, undoing the padding of its inputs.
+
+        An output dimension is cut back when the model declares it variable and it has the padded
+        size of the same axis of a paddable input (a sequence output follows its sequence input).
+        """
+        if not self._paddable or len(members) == 1:
+            return None
+        spec = self._output_specs.get(name, ())
+        tail = array.shape[1:]
+        if len(spec) != len(tail):
+            return None
+        cut_axes: list[tuple[int, str]] = []
+        for axis, (size, want) in enumerate(zip(tail, spec)):
+            if want >= 0:
+                continue
+            for input_name in self._paddable:
+                padded = feeds[input_name].shape[1:]
+                if axis < len(padded) and padded[axis] == size:
+                    cut_axes.append((axis, input_name))
+                    break
+        if not cut_axes:
+            return None
+        tails = []
+        for member in members:
+            own = list(tail)
+            for axis, input_name in cut_axes:
+                own[axis] = member.feeds[input_name].shape[1 + axis]
+            tails.append(tuple(own))
+        return tails
+
     def _finish(
         self, batch: Batch, members: list[_Pending], outputs: Mapping[str, np.ndarray],
-        started: int, gathered: int, infer_start: int, infer_end: int,
+        started: int, gathered: int, infer_start: int, infer_end: int, feeds: Mapping[str, np.ndarray],
     ) -> None:
         self.runtime.observe(batch.rows, infer_end - infer_start)
         pieces: dict[str, list[np.ndarray]] = {}
@@ -267,7 +327,9 @@ class Scheduler:
                     f"model {self.model_name!r} version {self.version}: output {name!r} has shape "
                     f"{list(array.shape)} for a batch of {batch.rows} rows"
                 )
-            pieces[name] = self.core.scatter(array, rows) if len(rows) > 1 else [array]
+            pieces[name] = (
+                self.core.scatter(array, rows, self._output_tails(name, array, members, feeds)) if len(rows) > 1 else [array]
+            )
         done = time.monotonic_ns()
         input_ns, infer_ns, output_ns = gathered - started, infer_end - infer_start, done - infer_end
         self.events.on_batch(batch, input_ns, infer_ns, output_ns)

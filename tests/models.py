@@ -211,3 +211,27 @@ def row_sum(path: Path) -> Path:
         initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
     )
     return _save(graph, path)
+
+
+def masked_sum(path: Path) -> Path:
+    """``ids`` FP32 [batch, n] and ``mask`` INT64 [batch, n] -> ``total`` [batch] = sum(ids * mask)
+    and ``count`` [batch] = sum(mask): a stand-in for a model with an attention mask."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["ids", "maskf"], ["kept"]),
+            helper.make_node("ReduceSum", ["kept", "axes"], ["total"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask", "axes"], ["count"], keepdims=0),
+        ],
+        "masked_sum",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.FLOAT, ["batch", "n"]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "n"]),
+        ],
+        [
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return _save(graph, path)

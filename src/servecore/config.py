@@ -89,10 +89,11 @@ class ServeConfig:
     )
     pad_inputs: str = _opt(
         "",
-        "Dynamic batching: comma-separated 'input=pad_value' pairs. Requests whose shapes differ only "
-        "in these inputs' variable dimensions share a batch, padded to the largest with pad_value; an "
+        "Dynamic batching: comma-separated 'input=pad_value[:mask_input]'. Requests whose shapes differ "
+        "only in these inputs' variable dimensions share a batch, padded to the largest with pad_value; an "
         "output dimension the model declares variable and that has a padded input's size on the same "
-        "axis is cut back to each request's own size.",
+        "axis is cut back to each request's own size. A mask input (same shape as the input) is padded "
+        "with 0, and filled with 1 by the server when a request does not send it.",
         metavar="LIST",
     )
     api_keys_file: str | None = _opt(
@@ -166,10 +167,24 @@ class ServeConfig:
             if not item.strip():
                 continue
             name, sep, value = item.partition("=")
+            value, _, mask = value.partition(":")
             if not sep or not name.strip():
                 raise ValueError(item)
             values[name.strip()] = float(value)
+            if mask.strip():
+                values.setdefault(mask.strip(), 0.0)
         return values
+
+    @property
+    def pad_masks(self) -> dict[str, str]:
+        """Mask input by padded input, from :attr:`pad_inputs` (``input=value:mask``)."""
+        masks: dict[str, str] = {}
+        for item in self.pad_inputs.split(","):
+            name, _, rest = item.partition("=")
+            mask = rest.partition(":")[2].strip()
+            if mask:
+                masks[name.strip()] = mask
+        return masks
 
     @property
     def preferred_batch_list(self) -> tuple[int, ...]:

@@ -165,6 +165,8 @@ class DataPlane:
         if unknown and len(self.config.models) <= 1:
             raise ConfigError(f"model {model.name!r} has no input {', '.join(unknown)} (--pad-inputs)")
         pad_values = {name: value for name, value in pad_values.items() if name in model.inputs_by_name}
+        masks = {name: mask for name, mask in config.pad_masks.items() if name in pad_values and mask in pad_values}
+        model.generated_inputs = frozenset(masks.values())
         series = self._model_series(model)
         series.batching = True
         stats = model.stats
@@ -185,6 +187,7 @@ class DataPlane:
                 on_padding=series.padding_elements.inc,
             ),
             pad_values=pad_values,
+            pad_masks=masks,
         )
         logger.info(
             "model %s version %s: dynamic batching up to %d rows (%s core)",
@@ -323,6 +326,8 @@ class DataPlane:
         # rows in this request: the leading dimension when the model batches (checked by _feeds)
         rows = request.inputs[0].shape[0] if model.batched else 1
         scheduler = self.schedulers.get(model) if rows > 0 else None
+        if scheduler is None and len(feeds) != len(model.inputs_by_name):
+            raise InvalidInputError(f"model {model.name!r} needs inputs that are missing: {', '.join(model.generated_inputs)}")
         if scheduler is not None:
             return await self._infer_batched(model, request, scheduler, feeds, wanted, rows, series, start)
         inflight = self.metrics.inflight
@@ -419,8 +424,9 @@ class DataPlane:
                 )
             feeds[tensor.name] = tensor.data
         if len(feeds) != len(specs):
-            missing = [name for name in specs if name not in feeds]
-            raise InvalidInputError(f"model {model.name!r} needs inputs that are missing: {', '.join(missing)}")
+            missing = [name for name in specs if name not in feeds and name not in model.generated_inputs]
+            if missing:
+                raise InvalidInputError(f"model {model.name!r} needs inputs that are missing: {', '.join(missing)}")
         return feeds
 
     @staticmethod

@@ -88,6 +88,8 @@ class ModelVersion:
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
     #: whether every input has a variable leading (batch) dimension
     batched: bool = field(init=False)
+    #: inputs a request may leave out because the server fills them in (padding masks)
+    generated_inputs: frozenset[str] = frozenset()
     name: str = field(init=False)
     version: str = field(init=False)
 

@@ -95,3 +95,44 @@ def test_bad_pad_inputs_are_config_errors(value: str) -> None:
 def test_unknown_pad_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no input"):
         _dataplane(row_sum(tmp_path / "row_sum.onnx"), True, pad_inputs="nope=0")
+
+
+def _masked_request(x: np.ndarray, mask: np.ndarray | None = None) -> InferenceRequest:
+    inputs = [InferInput("ids", "FP32", x.shape, x)]
+    if mask is not None:
+        inputs.append(InferInput("mask", "INT64", mask.shape, mask))
+    return InferenceRequest("masked_sum", None, inputs)
+
+
+def test_mask_input_is_filled_in_and_padded_with_zero(tmp_path: Path, pure_python: bool) -> None:
+    """'ids=7:mask': the pad value 7 never counts, because the generated mask is 0 over the padding."""
+    from models import masked_sum
+
+    path = masked_sum(tmp_path / "masked_sum.onnx")
+    dp = _dataplane(path, pure_python, pad_inputs="ids=7:mask", max_batch_size=4, preferred_batch_sizes="4")
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((1, n)).astype(np.float32) for n in (2, 9, 4, 6)]
+
+    async def scenario() -> list[dict[str, np.ndarray]]:
+        responses = await asyncio.gather(*(dp.infer(_masked_request(x)) for x in arrays))
+        return [{o.name: o.data for o in r.outputs} for r in responses]
+
+    try:
+        outputs = asyncio.run(scenario())
+        for x, out in zip(arrays, outputs):
+            assert out["count"].tolist() == [x.shape[1]]  # ones over its own length only
+            np.testing.assert_allclose(out["total"], x.sum(axis=1), rtol=1e-5, atol=1e-5)
+        assert dp.statistics("masked_sum")["model_stats"][0]["execution_count"] == 1
+        # a request may still send its own mask; it is padded with 0 like a generated one
+        own = np.array([[1, 0, 1]], dtype=np.int64)
+        x = np.array([[1.0, 100.0, 2.0]], dtype=np.float32)
+        response = asyncio.run(dp.infer(_masked_request(x, own)))
+        assert {o.name: o.data.tolist() for o in response.outputs} == {"total": [3.0], "count": [2]}
+    finally:
+        dp.close()
+
+
+def test_mask_syntax() -> None:
+    config = ServeConfig(pad_inputs="ids=7:mask, other=0")
+    assert config.pad_values == {"ids": 7.0, "mask": 0.0, "other": 0.0}
+    assert config.pad_masks == {"ids": "mask"}

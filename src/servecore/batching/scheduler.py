@@ -23,6 +23,7 @@ import numpy as np
 from servecore.batching import BatchingCore
 from servecore.batching.policy import NO_DEADLINE, Batch, BatchSettings
 from servecore.batching.runtime import RuntimeModel
+from servecore.datatypes import NUMPY_DTYPES
 from servecore.errors import (
     BackendError,
     DeadlineExceededError,
@@ -101,6 +102,8 @@ class Scheduler:
     #: paddable inputs and their pad values: requests differing only in those inputs' variable
     #: dimensions share a batch, padded to the largest; outputs are cut back per request
     pad_values: Mapping[str, float] = field(default_factory=dict)
+    #: mask input by padded input: filled with 1 (the input's shape) when a request leaves it out
+    pad_masks: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = self.core.BatchPolicy(self.settings)
@@ -119,6 +122,9 @@ class Scheduler:
         self._input_names = [spec.name for spec in self.backend.inputs]
         self._paddable = {s.name: s.shape[1:] for s in self.backend.inputs if s.name in self.pad_values}
         self._output_specs = {s.name: s.shape[1:] for s in self.backend.outputs}
+        self._mask_dtypes = {
+            s.name: NUMPY_DTYPES[s.datatype] for s in self.backend.inputs if s.name in set(self.pad_masks.values())
+        }
         self.running: set[asyncio.Task[None]] = set()
 
     # -- requests ---------------------------------------------------------------------------------
@@ -153,6 +159,8 @@ class Scheduler:
                 f"model {self.model_name!r} version {self.version} cannot take the request now: {what}",
                 retry_after_s=retry,
             )
+        if self.pad_masks:
+            feeds = self._with_masks(feeds)
         request_id = self._next_id
         self._next_id += 1
         key = self._shape_ids.setdefault(shape_key(feeds, self._input_names, self._paddable), len(self._shape_ids))
@@ -179,6 +187,16 @@ class Scheduler:
         finally:
             if stop_watching is not None:
                 stop_watching()
+
+    def _with_masks(self, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """*feeds* with a mask of ones for every padded input whose mask the request left out."""
+        missing = {mask: name for name, mask in self.pad_masks.items() if mask not in feeds}
+        if not missing:
+            return feeds
+        completed = dict(feeds)
+        for mask, name in missing.items():
+            completed[mask] = np.ones(feeds[name].shape, dtype=self._mask_dtypes[mask])
+        return completed
 
     # -- dispatch ---------------------------------------------------------------------------------
 

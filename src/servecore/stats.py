@@ -49,37 +49,9 @@ class ModelStats:
     def record_success(
         self, batch_size: int, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
-        """One request of *batch_size* rows ran as one execution (called on every request: kept flat)."""
-        self.inference_count += batch_size
-        self.execution_count += 1
-        self.last_inference_ms = time.time_ns() // 1_000_000
-        d = self._success
-        d.count += 1
-        d.ns += request_ns
-        d = self._queue
-        d.count += 1
-        d.ns += queue_ns
-        d = self._input
-        d.count += 1
-        d.ns += input_ns
-        d = self._infer
-        d.count += 1
-        d.ns += infer_ns
-        d = self._output
-        d.count += 1
-        d.ns += output_ns
-        batch = self.batches.get(batch_size)
-        if batch is None:
-            batch = self.batches[batch_size] = BatchStats()
-        d = batch.compute_input
-        d.count += 1
-        d.ns += input_ns
-        d = batch.compute_infer
-        d.count += 1
-        d.ns += infer_ns
-        d = batch.compute_output
-        d.count += 1
-        d.ns += output_ns
+        """One unbatched request of *batch_size* rows that ran as one execution of its own."""
+        self.record_request(batch_size, request_ns, queue_ns, input_ns, infer_ns, output_ns)
+        self.record_batch(batch_size, input_ns, infer_ns, output_ns)
 
     def record_request(self, rows: int, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One request of *rows* rows answered from a batch (its execution is counted by :meth:`record_batch`).

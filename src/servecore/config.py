@@ -108,6 +108,11 @@ class ServeConfig:
         "Largest request body in bytes, checked before and after decompression (413 above it).",
         metavar="BYTES",
     )
+    body_timeout: float = _opt(
+        30.0,
+        "Seconds a client may go without sending while its request body is incomplete (408 after; 0: no limit).",
+        metavar="SECONDS",
+    )
     graceful_timeout: float = _opt(
         30.0,
         "Seconds in-flight requests may take to finish after SIGTERM/SIGINT before the server exits.",
@@ -128,6 +133,8 @@ class ServeConfig:
             raise ConfigError(f"port must be within 0..65535, not {self.port}")
         if self.max_body_size <= 0:
             raise ConfigError(f"max_body_size must be positive, not {self.max_body_size}")
+        if self.body_timeout < 0:
+            raise ConfigError(f"body_timeout must be >= 0, not {self.body_timeout}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be >= 0, not {self.graceful_timeout}")
         for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "default_timeout_us"):

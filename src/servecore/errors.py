@@ -36,6 +36,12 @@ class ModelNotFoundError(ServecoreError):
     status_code = 404
 
 
+class RequestTimeoutError(ServecoreError):
+    """The client stopped sending the request body before it was complete (408)."""
+
+    status_code = 408
+
+
 class PayloadTooLargeError(ServecoreError):
     """The request body (or its decompressed form) is over ``--max-body-size`` (413)."""
 

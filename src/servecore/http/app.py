@@ -43,6 +43,8 @@ class Endpoints:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dp = dataplane
         self.max_body = dataplane.config.max_body_size
+        timeout = dataplane.config.body_timeout
+        self.stall_watch = bodies.StallWatch(timeout) if timeout > 0 else None
         self.not_ready = dataplane.config.not_ready_status
 
     # -- health (never authenticated) ------------------------------------------------------------
@@ -100,7 +102,7 @@ class Endpoints:
             elif key == b"accept-encoding":
                 accept = value.decode("latin-1")
         length = int(content_length) if content_length is not None and content_length.isdigit() else None
-        body = await bodies.read_body(receive, content_length=length, limit=self.max_body)
+        body = await bodies.read_body(receive, content_length=length, limit=self.max_body, watch=self.stall_watch)
         if encoding is not None:
             body = bodies.decompress(body, encoding, limit=self.max_body)
         json_length = v2.parse_header_length(header_length, len(body))

@@ -40,14 +40,6 @@ _DTYPE_TO_V2: Final[dict[np.dtype, str]] = {
 }
 
 
-def numpy_dtype(datatype: str) -> np.dtype:
-    """The numpy dtype that holds tensors of V2 *datatype*; unknown names are a 400."""
-    try:
-        return NUMPY_DTYPES[datatype]
-    except (KeyError, TypeError):
-        raise InvalidInputError(f"unsupported datatype {datatype!r}") from None
-
-
 def v2_datatype(dtype: np.dtype) -> str:
     """The V2 datatype of a numpy array's dtype (object and string arrays are BYTES)."""
     if dtype.kind in "OSU":
@@ -66,8 +58,3 @@ def config_datatype(datatype: str) -> str:
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     """Widen raw BF16 patterns (uint16) to float32 values."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def float32_to_bf16(values: np.ndarray) -> np.ndarray:
-    """Truncate float32 values to raw BF16 patterns (uint16), as tritonclient does."""
-    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)

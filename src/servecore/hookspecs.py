@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from servecore.config import ServeConfig
-    from servecore.types import Authenticator, BackendLoader, ModelEvent
+    from servecore.types import Authenticator, ModelEvent
 
 PROJECT = "servecore"
 

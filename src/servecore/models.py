@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import pluggy
 
+from servecore.batching.runtime import SPIKE_CAP
 from servecore.errors import ConfigError, ModelLoadError, ModelNotFoundError, UnavailableError
 from servecore.stats import ModelStats
 from servecore.types import Backend, BackendLoader, BackendRegistration, ModelEvent, ModelSource, TensorSpec
@@ -112,8 +113,8 @@ class ModelVersion:
         if self.ns_per_row is None or self._runs <= WARMUP_RUNS:
             self.ns_per_row = per_row  # the first runs are slow: let the later ones set the level
         else:
-            # capped like servecore.batching.runtime: one preempted run must not flip the decision
-            self.ns_per_row += EWMA_ALPHA * (min(per_row, 4 * self.ns_per_row) - self.ns_per_row)
+            # one preempted run must not flip the inline decision (the cap the batcher's model uses)
+            self.ns_per_row += EWMA_ALPHA * (min(per_row, SPIKE_CAP * self.ns_per_row) - self.ns_per_row)
 
     def predicted_ns(self, rows: int) -> float | None:
         """Expected execution time for *rows* rows, or None before the model has run enough."""

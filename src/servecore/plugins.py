@@ -10,7 +10,6 @@ import importlib
 import logging
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Iterable
 
 import pluggy
@@ -105,11 +104,3 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
 def blocked_plugins(pm: pluggy.PluginManager) -> list[str]:
     """Names of the plugins blocked in *pm*."""
     return sorted(name for name, plugin in pm.list_name_plugin() if plugin is None)
-
-
-def distribution_version(name: str) -> str:
-    """Installed version of distribution *name*, or ``unknown``."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"

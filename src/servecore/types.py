@@ -14,8 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from servecore.config import ServeConfig
 
-#: A request-level or tensor-level parameter value (protocol.md section 4.3).
-ParameterValue = str | int | float | bool
+#: Request-level or tensor-level parameters (protocol.md section 4.3): str, int, float or bool values.
 Parameters = dict[str, Any]
 
 

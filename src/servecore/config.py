@@ -25,10 +25,15 @@ def _opt(default: Any, help: str, *, metavar: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "metavar": metavar})
 
 
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/servecore`` (``~/.cache/servecore``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "servecore")
+
+
 def default_trt_cache_dir() -> str:
     """``$XDG_CACHE_HOME/servecore/tensorrt`` (``~/.cache/servecore/tensorrt``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "servecore" / "tensorrt")
+    return str(Path(default_cache_dir()) / "tensorrt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,10 +42,43 @@ class ServeConfig:
 
     models: tuple[str, ...] = _opt(
         (),
-        "Model files to serve (ONNX). None: the bundled demo model. "
-        "Each is named after its file's stem unless --model-name says otherwise.",
+        "What to serve: model files (named after the file's stem unless --model-name says otherwise), "
+        "repository directories laid out DIR/<model>/<version>/<artefact> with an optional "
+        "DIR/<model>/model.toml, or registry URIs such as mlflow:/models/<name>/<version or alias>. "
+        "None: the bundled demo model.",
     )
     model_name: str | None = _opt(None, "Serve a single model under this name instead of its file's stem.")
+    model_control: Literal["none", "explicit", "poll"] = _opt(
+        "none",
+        "none: serve what is found at start-up; explicit: also load and unload through the repository "
+        "API (POST /v2/repository/models/<m>/load|unload); poll: also watch the models every "
+        "--poll-interval seconds and load, swap in and unload versions as they appear, change and go. "
+        "In poll mode an artefact is only loaded once its size and modification time are the same at "
+        "two polls in a row, so a file still being copied is never loaded.",
+    )
+    poll_interval: float = _opt(5.0, "Seconds between two looks at the models (--model-control poll).", metavar="SECONDS")
+    model_admins: str = _opt(
+        "",
+        "Comma-separated principals (API key names) allowed to load and unload models through the "
+        "repository API when authentication is on. Without authentication anybody may.",
+        metavar="NAMES",
+    )
+    idle_unload_seconds: float = _opt(
+        0.0,
+        "Free a model version's sessions (and GPU memory) after this many seconds without a request; "
+        "the next request loads it again (0: never).",
+        metavar="SECONDS",
+    )
+    model_cache_dir: str = _opt(
+        "",
+        "Directory where registry plugins keep downloaded artefacts (default ~/.cache/servecore/models).",
+        metavar="DIR",
+    )
+    trust_pickle: bool = _opt(
+        False,
+        "Load pickle-based artefacts (joblib, skops with untrusted types) whose sha256 is not pinned "
+        "in model.toml. Pickles execute code when loaded: only for files you trust.",
+    )
     host: str = _opt("127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
     port: int = _opt(8000, "TCP port for HTTP.")
     providers: str | None = _opt(
@@ -156,6 +194,10 @@ class ServeConfig:
             raise ConfigError(f"intra_op_threads must be >= 0, not {self.intra_op_threads}")
         if self.not_ready_status not in (400, 503):
             raise ConfigError(f"not_ready_status must be 400 or 503, not {self.not_ready_status}")
+        if self.poll_interval <= 0:
+            raise ConfigError(f"poll_interval must be > 0, not {self.poll_interval}")
+        if self.idle_unload_seconds < 0:
+            raise ConfigError(f"idle_unload_seconds must be >= 0, not {self.idle_unload_seconds}")
         if self.model_name is not None and len(self.models) > 1:
             raise ConfigError("--model-name names a single model; several model files were given")
         if self.model_name is not None and ("/" in self.model_name or not self.model_name):
@@ -208,6 +250,15 @@ class ServeConfig:
     @property
     def resolved_trt_cache_dir(self) -> str:
         return self.trt_cache_dir or default_trt_cache_dir()
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return Path(self.model_cache_dir) if self.model_cache_dir else Path(default_cache_dir()) / "models"
+
+    @property
+    def model_admin_names(self) -> frozenset[str]:
+        """The principals in :attr:`model_admins`."""
+        return frozenset(p.strip() for p in self.model_admins.split(",") if p.strip())
 
     def replace(self, **changes: Any) -> ServeConfig:
         """A copy with *changes* applied (and validated)."""

@@ -56,6 +56,8 @@ SERVER_NAME = "servecore"
 #: Protocol extensions this server implements (and nothing it does not).
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "parameters", "statistics")
 DEFAULT_VERSION = "1"
+#: stands for "every output the backend returns" when a backend declares none (see TensorSpec)
+ALL_OUTPUTS = "*"
 
 
 def demo_model_path() -> Path:
@@ -321,7 +323,7 @@ class DataPlane:
         except InvalidInputError:
             self.metrics.count_rejected(model.name, model.version, "invalid")
             raise
-        names = [name for name, _, _ in wanted]
+        names = [name for name, _, _ in wanted if name != ALL_OUTPUTS]
         series = self._series.get(model) or self._model_series(model)
         # rows in this request: the leading dimension when the model batches (checked by _feeds)
         rows = request.inputs[0].shape[0] if model.batched else 1
@@ -343,9 +345,7 @@ class DataPlane:
                 loop = asyncio.get_running_loop()
                 result, began, ended = await loop.run_in_executor(model.executor, _run, model.backend, feeds, names)
             model.observe_compute(ended - began, rows)
-            outputs = [
-                self._output(model, name, result, binary, class_count) for name, binary, class_count in wanted
-            ]
+            outputs = self._outputs(model, result, wanted)
         except ServecoreError:
             self._failed(model, series, start)
             raise
@@ -381,7 +381,7 @@ class DataPlane:
             result, timing = await scheduler.submit(
                 feeds, rows, timeout_us=timeout_us, priority=priority, on_wait=request.on_wait
             )
-            outputs = [self._output(model, name, result, binary, class_count) for name, binary, class_count in wanted]
+            outputs = self._outputs(model, result, wanted)
         except ServecoreError:
             self._failed(model, series, start)
             raise
@@ -414,6 +414,9 @@ class DataPlane:
                 )
             if tensor.name in feeds:
                 raise InvalidInputError(f"input {tensor.name!r} appears more than once")
+            if spec.open:
+                feeds[tensor.name] = tensor.data
+                continue
             if tensor.datatype != spec.datatype:
                 raise InvalidInputError(
                     f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {spec.datatype}"
@@ -433,11 +436,11 @@ class DataPlane:
     def _requested_outputs(model: ModelVersion, request: InferenceRequest) -> list[tuple[str, bool, int]]:
         default = request.binary_output_default
         if request.outputs is None:
-            return [(spec.name, default, 0) for spec in model.backend.outputs]
+            return [(spec.name, default, 0) for spec in model.backend.outputs] or [(ALL_OUTPUTS, default, 0)]
         wanted: list[tuple[str, bool, int]] = []
         seen: set[str] = set()
         for out in request.outputs:
-            if out.name not in model.outputs_by_name:
+            if model.outputs_by_name and out.name not in model.outputs_by_name:
                 raise InvalidInputError(
                     f"model {model.name!r} has no output {out.name!r}; its outputs are {', '.join(model.outputs_by_name)}"
                 )
@@ -447,14 +450,23 @@ class DataPlane:
             wanted.append((out.name, default if out.binary is None else out.binary, out.class_count))
         return wanted
 
+    @classmethod
+    def _outputs(
+        cls, model: ModelVersion, result: Mapping[str, np.ndarray], wanted: list[tuple[str, bool, int]]
+    ) -> list[InferOutput]:
+        if len(wanted) == 1 and wanted[0][0] == ALL_OUTPUTS:  # a backend that names its outputs at run time
+            binary = wanted[0][1]
+            return [cls._output(model, name, result, binary, 0) for name in result]
+        return [cls._output(model, name, result, binary, class_count) for name, binary, class_count in wanted]
+
     @staticmethod
     def _output(model: ModelVersion, name: str, result: Mapping[str, np.ndarray], binary: bool, class_count: int) -> InferOutput:
         try:
             array = np.asarray(result[name])
         except KeyError:
             raise BackendError(f"model {model.name!r}: backend {model.backend_name!r} returned no output {name!r}") from None
-        spec = model.outputs_by_name[name]
-        datatype = spec.datatype
+        spec = model.outputs_by_name.get(name)
+        datatype = spec.datatype if spec is not None and not spec.open else v2_datatype(array.dtype)
         if datatype != "BF16" and array.dtype != NUMPY_DTYPES[datatype]:  # trust the array over the spec
             datatype = v2_datatype(array.dtype)
         if class_count:

@@ -52,6 +52,8 @@ def v2_datatype(dtype: np.dtype) -> str:
 
 def config_datatype(datatype: str) -> str:
     """The Triton model-config name of a V2 datatype (``TYPE_FP32``; BYTES is ``TYPE_STRING``)."""
+    if not datatype:  # an open input (see TensorSpec)
+        return "TYPE_INVALID"
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 

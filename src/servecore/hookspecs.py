@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from servecore.config import ServeConfig
-    from servecore.types import Authenticator, ModelEvent
+    from servecore.types import Authenticator, ModelEvent, ModelRegistry
 
 PROJECT = "servecore"
 
@@ -25,6 +25,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 RegisterBackend = Callable[..., None]
 #: ``register(authenticator)``, handed to :func:`servecore_register_authenticators`.
 RegisterAuthenticator = Callable[["Authenticator"], None]
+#: ``register(scheme, registry)``, handed to :func:`servecore_register_registries`.
+RegisterRegistry = Callable[[str, "ModelRegistry"], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,6 +50,29 @@ def servecore_register_backends(register: RegisterBackend) -> None:
     Called once per server start and by ``servecore info`` / ``servecore plugins``.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def servecore_register_registries(register: RegisterRegistry) -> None:
+    """Register model registries: where model URIs of a scheme are resolved.
+
+    :param register: call ``register(scheme, registry)`` once per URI scheme. ``scheme`` is the part
+        before the first ``:`` of a model argument (``mlflow`` for ``mlflow:/models/fraud/3``);
+        ``registry`` is a :data:`servecore.types.ModelRegistry`, called as ``registry(uri, config)``
+        with the whole URI and the :class:`~servecore.config.ServeConfig`. It returns a list of
+        :class:`~servecore.types.ModelDefinition`, each naming a model, the local artefact path of
+        every version it has (download remote artefacts first, writing to a temporary name and
+        renaming, so a half-written file is never seen) and its settings. It runs on a worker thread
+        at start-up and, with ``--model-control poll``, on every poll: return what is current now
+        and the server loads, swaps and unloads versions to match. Raise
+        :class:`~servecore.errors.ModelLoadError` when the URI cannot be resolved.
+
+    Arguments without a registered scheme are paths, resolved by the built-in ``filesystem``
+    registry (a model file, or a repository directory ``DIR/<model>/<version>/<artefact>``).
+    A scheme registered twice is an error. Called once per server start.
+
+    .. versionadded:: 0.2
     """
 
 
@@ -80,7 +105,8 @@ def servecore_on_model_event(event: ModelEvent) -> None:
     """A model version changed state.
 
     :param event: a :class:`~servecore.types.ModelEvent` naming the model, version, new ``state``
-        (``loading``, ``ready``, ``failed``, ``unloaded``), the backend and a ``reason``.
+        (``loading``, ``warming``, ``ready``, ``draining``, ``unloaded`` or ``failed``), the backend
+        and a ``reason``. A version that fails leaves any other version of the model serving.
 
     Called on the thread that loads or unloads the model, in the order the transitions happen.
     An exception raised by an implementation is logged and otherwise ignored.

@@ -113,6 +113,11 @@ class Endpoints:
                     f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; "
                     f"{name!r} has {len(model.backend.inputs)}"
                 )
+            if model.backend.inputs[0].open:
+                raise InvalidInputError(
+                    f"a raw binary request needs an input of known datatype and shape; {name!r} declares none "
+                    "(send a JSON header, or declare the input in model.toml)"
+                )
             request = v2.parse_raw_binary(body, model.backend.inputs[0], model_name=name, model_version=version, codec=codec)
         else:
             request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=codec)

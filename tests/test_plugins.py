@@ -107,7 +107,7 @@ def _infer(dp: DataPlane, model: str, name: str, array: np.ndarray) -> Any:
 def test_hook_servecore_register_backends(weights_file: Path) -> None:
     pm = _pm(("npy-linear", NpyLinearPlugin()))
     registry = BackendRegistry.from_plugins(pm)
-    assert {r.name for r in registry} == {"onnxruntime", "npy-linear"}
+    assert {r.name for r in registry} == {"onnxruntime", "torch", "npy-linear"}
     assert registry.for_path(weights_file).name == "npy-linear"
     assert registry.for_path(Path("model.ONNX")).name == "onnxruntime"
     with pytest.raises(ModelLoadError, match=r"no backend serves 'weights.npy'.*\.linear\.npy"):
@@ -337,23 +337,23 @@ def test_disable_plugins_argument() -> None:
     pm = _pm(disabled=("onnxruntime",))
     assert pm.is_blocked("onnxruntime")
     assert pm.get_plugin("onnxruntime") is None
-    assert [i.name for i in list_plugins(pm)] == ["api-keys"]
+    assert [i.name for i in list_plugins(pm)] == [name for name in BUILTINS if name != "onnxruntime"]
     assert blocked_plugins(pm) == ["onnxruntime"]
-    with pytest.raises(ModelLoadError, match="installed backends take: nothing"):
+    with pytest.raises(ModelLoadError, match=r"installed backends take: \.pt, \.pt2$"):
         BackendRegistry.from_plugins(pm).for_path(demo_model_path())
 
 
 def test_disable_plugins_blocks_extra_plugins_too() -> None:
     pm = _pm(("npy-linear", NpyLinearPlugin()), disabled=("npy-linear",))
     assert pm.get_plugin("npy-linear") is None
-    assert [r.name for r in BackendRegistry.from_plugins(pm)] == ["onnxruntime"]
+    assert [r.name for r in BackendRegistry.from_plugins(pm)] == ["onnxruntime", "torch"]
 
 
 def test_disable_plugins_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVECORE_DISABLE_PLUGINS", " api-keys , onnxruntime,")
     pm = _pm()
     assert blocked_plugins(pm) == ["api-keys", "onnxruntime"]
-    assert list_plugins(pm) == []
+    assert [i.name for i in list_plugins(pm)] == [name for name in BUILTINS if name not in ("api-keys", "onnxruntime")]
     # the env var and the argument add up
     monkeypatch.setenv("SERVECORE_DISABLE_PLUGINS", "api-keys")
     pm = _pm(disabled=("onnxruntime",))

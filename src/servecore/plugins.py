@@ -23,6 +23,7 @@ logger = logging.getLogger("servecore.plugins")
 #: call that registers entry-point plugins, and can be blocked by name like any other.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("onnxruntime", "servecore.builtins.onnx_backend"),
+    ("torch", "servecore.builtins.torch_backend"),
     ("api-keys", "servecore.builtins.api_keys"),
 )
 

@@ -221,16 +221,16 @@ def test_serve_missing_model_file_is_a_clean_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.onnx"
     result = run("serve", "--port", "0", str(missing))
     assert result.returncode == cli.FAILURE == 1
-    assert result.stderr.strip().endswith(f"error: model 'missing': {missing} is not a file")
+    assert result.stderr.strip().endswith(f"error: {missing}: no such model file or directory")
     assert "Traceback" not in result.stderr
 
 
 def test_serve_unknown_file_type_is_a_clean_error(tmp_path: Path) -> None:
-    model = tmp_path / "model.pt"
+    model = tmp_path / "model.h5"
     model.write_bytes(b"not a model")
     result = run("serve", "--port", "0", str(model))
     assert result.returncode == 1
-    assert "error: no backend serves 'model.pt'" in result.stderr
+    assert "error: no backend serves 'model.h5'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -283,7 +283,7 @@ def _blocking_dataplane(tmp_path: Path) -> tuple[DataPlane, BlockingPlugin]:
     path.touch()
     plugin = BlockingPlugin()
     pm = get_plugin_manager(load_entrypoints=False, extra_plugins=[("blocking", plugin)])
-    dp = DataPlane(config=ServeConfig(models=(str(path),)), pm=pm)
+    dp = DataPlane(config=ServeConfig(models=(str(path),), warmup=False), pm=pm)
     dp.load_models()
     return dp, plugin
 

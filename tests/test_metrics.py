@@ -83,8 +83,9 @@ def test_requests_by_model_version_and_outcome(traffic: ServerProcess) -> None:
     assert value(samples, "servecore_requests_total", model="add_sub", version="1", outcome="failure") == 1
     # refused by validation against the model's signature (the datatype mismatch)
     assert value(samples, "servecore_requests_total", model="add_sub", version="1", outcome="invalid") == 1
-    # a model that has served nothing has no series yet
-    assert not [s for s in samples if s.labels.get("model") == "identity_fp32"]
+    # a model that has served nothing has its series, at zero
+    idle = [s for s in samples if s.name == "servecore_requests_total" and s.labels.get("model") == "identity_fp32"]
+    assert idle and all(s.value == 0 for s in idle)
 
 
 def test_failures_are_counted_as_http_errors_too(traffic: ServerProcess) -> None:
@@ -129,7 +130,11 @@ def test_metrics_need_no_model_traffic(start_server: Callable[..., ServerProcess
     server = start_server([])
     _, samples = scrape(server)
     assert value(samples, "servecore_inflight_requests") == 0
-    assert not [s for s in samples if s.name == "servecore_requests_total"]
+    # every served version has its series from the start (rate() works from the first scrape)
+    counts = [s for s in samples if s.name == "servecore_requests_total"]
+    assert counts and all(s.value == 0 for s in counts)
+    states = {(s.labels["model"], s.labels["state"]): s.value for s in samples if s.name == "servecore_model_state"}
+    assert states[("mlp", "ready")] == 1 and states[("mlp", "loading")] == 0
 
 
 def test_inflight_gauge_counts_running_requests(tmp_path: Path) -> None:
@@ -143,7 +148,7 @@ def test_inflight_gauge_counts_running_requests(tmp_path: Path) -> None:
 
     (tmp_path / "m.held").touch()
     pm = get_plugin_manager(load_entrypoints=False, extra_plugins=[("held", Plugin())])
-    dp = DataPlane(config=ServeConfig(models=(str(tmp_path / "m.held"),)), pm=pm)
+    dp = DataPlane(config=ServeConfig(models=(str(tmp_path / "m.held"),), warmup=False), pm=pm)
     dp.load_models()
 
     def gauge() -> float:

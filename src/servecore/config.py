@@ -69,6 +69,11 @@ class ServeConfig:
         "the next request loads it again (0: never).",
         metavar="SECONDS",
     )
+    warmup: bool = _opt(
+        True,
+        "Run each model version on generated inputs (one run per batch size the scheduler forms) and on "
+        "its model.toml warmup samples before it reports ready. model.toml [warmup] enabled overrides it.",
+    )
     model_cache_dir: str = _opt(
         "",
         "Directory where registry plugins keep downloaded artefacts (default ~/.cache/servecore/models).",

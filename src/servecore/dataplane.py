@@ -11,13 +11,13 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence
 
 import numpy as np
 
 from servecore import demo
 from servecore._version import __version__
-from servecore.batching import load_batching
+from servecore.batching import BatchingCore, load_batching
 from servecore.batching.policy import Batch, BatchSettings, BatchSettingsError
 from servecore.batching.scheduler import Scheduler, SchedulerEvents
 from servecore.codec import Codec, load_codec
@@ -25,13 +25,16 @@ from servecore.datatypes import NUMPY_DTYPES, config_datatype, v2_datatype
 from servecore.errors import (
     AuthenticationError,
     BackendError,
-    ConfigError,
+    ForbiddenError,
     InvalidInputError,
+    ModelLoadError,
     ServecoreError,
     UnavailableError,
 )
+from servecore.lifecycle import ModelManager
 from servecore.metrics import Metrics, ModelSeries
 from servecore.models import READY, BackendRegistry, ModelSet, ModelVersion
+from servecore.registries import Registries
 from servecore.types import (
     Authenticator,
     Backend,
@@ -40,10 +43,10 @@ from servecore.types import (
     InferOutput,
     InferInput,
     ModelEvent,
-    ModelSource,
     Principal,
     TensorSpec,
 )
+from servecore.warmup import WarmupRun, batch_sizes, generated_feeds, run_warmup, sample_inputs
 
 if TYPE_CHECKING:
     import pluggy
@@ -54,7 +57,9 @@ logger = logging.getLogger("servecore")
 
 SERVER_NAME = "servecore"
 #: Protocol extensions this server implements (and nothing it does not).
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "parameters", "statistics")
+EXTENSIONS = (
+    "binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters", "statistics",
+)
 DEFAULT_VERSION = "1"
 #: stands for "every output the backend returns" when a backend declares none (see TensorSpec)
 ALL_OUTPUTS = "*"
@@ -63,21 +68,6 @@ ALL_OUTPUTS = "*"
 def demo_model_path() -> Path:
     """The small MLP that ships inside the package, served when no model is given."""
     return Path(demo.__file__).with_name("mlp.onnx")
-
-
-def model_sources(config: ServeConfig) -> list[ModelSource]:
-    """The models a config asks for: each file named after its stem (or --model-name), version 1."""
-    paths = [Path(p) for p in config.models] or [demo_model_path()]
-    sources = []
-    for path in paths:
-        stem = path.name.split(".", 1)[0]
-        name = config.model_name or stem
-        sources.append(ModelSource(name=name, version=DEFAULT_VERSION, path=path))
-    names = [s.name for s in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InvalidInputError(f"several model files would be served as {', '.join(duplicates)}")
-    return sources
 
 
 def _run(backend: Backend, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple[Any, int, int]:
@@ -128,26 +118,70 @@ class DataPlane:
         pm.hook.servecore_register_authenticators(register=self.authenticators.append, config=config)
         self.shutting_down = False
         self.inline_ns = config.inline_compute_us * 1000
-        self._series: dict[ModelVersion, ModelSeries] = {}
-        self.batching = load_batching(pure_python=config.pure_python) if config.max_batch_size > 0 else None
-        self.schedulers: dict[ModelVersion, Scheduler] = {}
+        self._batching: BatchingCore | None = None
+        self.manager = ModelManager(
+            config=config,
+            registries=Registries.from_plugins(pm),
+            backends=self.backends,
+            models=self.models,
+            notify=self._notify,
+            prepare=self._prepare,
+            on_cold_start=lambda model, seconds: self.metrics.observe_cold_start(model.name, model.version, seconds),
+        )
+        self.metrics.set_model_states(lambda: [(e.name, e.version, e.state) for e in self.manager.index()])
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def load_models(self) -> None:
-        """Load every model the configuration names (raises ModelLoadError on the first failure)."""
-        for source in model_sources(self.config):
-            model = self.models.load(source, self.backends, self.config)
-            logger.info(
-                "serving model %s version %s (%s, %s)",
-                model.name, model.version, model.backend_name, model.backend.properties.get("providers", ""),
-            )
-            self._start_batching(model)
+        """Load every configured model (raises ModelLoadError on a failure with --model-control none)."""
+        self.manager.start()
+
+    def background_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        """What runs beside the server: the repository poll, the idle unloader (as configured)."""
+        tasks: list[Coroutine[Any, Any, None]] = []
+        if self.config.model_control == "poll":
+            tasks.append(self.manager.poll_forever())
+        if self.config.idle_unload_seconds > 0:
+            tasks.append(self.manager.unload_idle_forever())
+        return tasks
+
+    def _prepare(self, model: ModelVersion) -> None:
+        """Loading thread: give *model* its scheduler and metric series, then warm it up."""
+        model.series = self.metrics.series(model.name, model.version)
+        self._start_batching(model)
+        settings = model.source.settings
+        if not (self.config.warmup if settings.warmup is None else settings.warmup):
+            return
+        runs: list[WarmupRun] = []
+        scheduler = model.scheduler
+        sizes = batch_sizes(scheduler.settings.max_batch_size, scheduler.settings.preferred_batch_sizes) if scheduler else [1]
+        for rows in sizes:
+            feeds = generated_feeds(model.backend.inputs, rows, model.batched)
+            if feeds is None:
+                logger.info("model %s version %s: inputs of unknown signature, no generated warmup", model.name, model.version)
+                break
+            runs.append((f"generated inputs of {rows} row(s)", feeds))
+        for path in settings.warmup_samples:
+            inputs = sample_inputs(path, self.codec, model.name)
+            try:
+                runs.append((f"sample {path.name}", self._feeds(model, inputs)))
+            except InvalidInputError as exc:
+                raise ModelLoadError(f"model {model.name!r}: warmup sample {path}: {exc.message}") from None
+        names = [spec.name for spec in model.backend.outputs]
+        report = run_warmup(runs, lambda feeds: model.backend.infer(feeds, names), model.name)
+        logger.info(
+            "model %s version %s warmed up: %d run(s) in %.3f s", model.name, model.version, report.runs, report.seconds
+        )
+
+    def _batching_core(self) -> BatchingCore:
+        if self._batching is None:
+            self._batching = load_batching(pure_python=self.config.pure_python)
+        return self._batching
 
     def _start_batching(self, model: ModelVersion) -> None:
         """Give *model* a scheduler when batching is configured and its inputs have a batch dimension."""
-        config = self.config
-        if self.batching is None:
+        config = model.config
+        if config.max_batch_size <= 0:
             return
         if not model.batched:
             logger.info("model %s version %s has no variable first dimension: not batched", model.name, model.version)
@@ -161,15 +195,15 @@ class DataPlane:
                 instances=config.instances,
             )
         except BatchSettingsError as exc:
-            raise ConfigError(f"model {model.name!r}: {exc}") from None
+            raise ModelLoadError(f"model {model.name!r}: {exc}") from None
         pad_values = config.pad_values
         unknown = sorted(set(pad_values) - set(model.inputs_by_name))
         if unknown and len(self.config.models) <= 1:
-            raise ConfigError(f"model {model.name!r} has no input {', '.join(unknown)} (--pad-inputs)")
+            raise ModelLoadError(f"model {model.name!r} has no input {', '.join(unknown)} (--pad-inputs)")
         pad_values = {name: value for name, value in pad_values.items() if name in model.inputs_by_name}
         masks = {name: mask for name, mask in config.pad_masks.items() if name in pad_values and mask in pad_values}
         model.generated_inputs = frozenset(masks.values())
-        series = self._model_series(model)
+        series = model.series
         series.batching = True
         stats = model.stats
 
@@ -181,8 +215,9 @@ class DataPlane:
         def on_rejected(reason: str) -> None:
             series.rejected_by_reason[reason] += 1
 
-        self.schedulers[model] = Scheduler(
-            model.name, model.version, model.backend, settings, self.batching,
+        batching = self._batching_core()
+        model.scheduler = Scheduler(
+            model.name, model.version, model.backend, settings, batching,
             inline_ns=self.inline_ns,
             events=SchedulerEvents(
                 on_batch=on_batch, on_rejected=on_rejected, on_expired=series.expired.inc,
@@ -193,21 +228,15 @@ class DataPlane:
         )
         logger.info(
             "model %s version %s: dynamic batching up to %d rows (%s core)",
-            model.name, model.version, settings.max_batch_size, self.batching.implementation,
+            model.name, model.version, settings.max_batch_size, batching.implementation,
         )
 
     def close(self, *, timeout: float | None = None) -> int:
         """Unload the models; returns how many were abandoned mid-call (see :meth:`ModelSet.close`)."""
-        for scheduler in self.schedulers.values():
-            scheduler.close()
-        self.schedulers.clear()
-        return self.models.close(timeout=timeout)
-
-    def _model_series(self, model: ModelVersion) -> ModelSeries:
-        series = self._series.get(model)
-        if series is None:
-            series = self._series[model] = self.metrics.series(model.name, model.version)
-        return series
+        deadline = None if timeout is None else time.monotonic() + timeout
+        abandoned = self.manager.close(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return abandoned + self.models.close(timeout=left)
 
     def _notify(self, event: ModelEvent) -> None:
         try:
@@ -237,14 +266,14 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return not self.shutting_down and len(self.models) > 0 and all(m.ready for m in self.models)
+        return not self.shutting_down and len(self.models) > 0 and all(m.servable for m in self.models)
 
     def model_ready(self, name: str, version: str | None) -> bool:
         try:
             model = self.models.get(name, version)
         except UnavailableError:
             return False
-        return model.ready and not self.shutting_down
+        return model.servable and not self.shutting_down
 
     def model(self, name: str, version: str | None) -> ModelVersion:
         return self.models.get(name, version)
@@ -255,19 +284,21 @@ class DataPlane:
     def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
         model = self.models.get(name, version)
         backend = model.backend
+        settings = model.source.settings
+        about = {"owner": settings.owner, "description": settings.description, "sha256": model.source.sha256}
         return {
             "name": model.name,
-            "versions": [v.version for v in self.models.versions(name)],
+            "versions": [v.version for v in self.models.versions(name) if v.servable],
             "platform": backend.platform,
             "inputs": [s.as_metadata() for s in backend.inputs],
             "outputs": [s.as_metadata() for s in backend.outputs],
-            "properties": {"backend": model.backend_name, **backend.properties},
+            "properties": {"backend": model.backend_name, **backend.properties, **{k: v for k, v in about.items() if v}},
         }
 
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         model = self.models.get(name, version)
         backend = model.backend
-        scheduler = self.schedulers.get(model)
+        scheduler = model.scheduler
         batch = scheduler.settings.max_batch_size if scheduler else backend.max_batch_size
 
         def tensor(spec: TensorSpec) -> dict[str, Any]:
@@ -292,7 +323,7 @@ class DataPlane:
                 "preferred_batch_size": list(settings.preferred_batch_sizes),
                 "default_queue_policy": {
                     "max_queue_size": settings.max_queue_rows,
-                    "default_timeout_microseconds": self.config.default_timeout_us,
+                    "default_timeout_microseconds": model.config.default_timeout_us,
                     "allow_timeout_override": True,
                 },
             }
@@ -316,7 +347,22 @@ class DataPlane:
             raise UnavailableError("the server is shutting down")
         model = self.models.get(request.model_name, request.model_version)
         if model.state != READY:
-            raise UnavailableError(f"model {model.name!r} version {model.version} is not ready")
+            if not model.idle:
+                raise UnavailableError(f"model {model.name!r} version {model.version} is not ready")
+            model.inflight += 1  # held while it loads again: it is not unloaded under this request
+            try:
+                await self.manager.wake(model)
+            finally:
+                model.inflight -= 1
+        # No await between the lookup and this count: a version being swapped out waits for it.
+        model.inflight += 1
+        try:
+            return await self._infer_on(model, request, start)
+        finally:
+            model.inflight -= 1
+            model.last_used = time.monotonic()
+
+    async def _infer_on(self, model: ModelVersion, request: InferenceRequest, start: int) -> InferenceResponse:
         try:
             feeds = self._feeds(model, request.inputs)
             wanted = self._requested_outputs(model, request)
@@ -324,10 +370,10 @@ class DataPlane:
             self.metrics.count_rejected(model.name, model.version, "invalid")
             raise
         names = [name for name, _, _ in wanted if name != ALL_OUTPUTS]
-        series = self._series.get(model) or self._model_series(model)
+        series = model.series
         # rows in this request: the leading dimension when the model batches (checked by _feeds)
         rows = request.inputs[0].shape[0] if model.batched else 1
-        scheduler = self.schedulers.get(model) if rows > 0 else None
+        scheduler = model.scheduler if rows > 0 else None
         if scheduler is None and len(feeds) != len(model.inputs_by_name):
             raise InvalidInputError(f"model {model.name!r} needs inputs that are missing: {', '.join(model.generated_inputs)}")
         if scheduler is not None:
@@ -393,6 +439,34 @@ class DataPlane:
         series.request.observe(request_ns / 1e9)
         series.queue.observe(timing.queue_ns / 1e9)
         return InferenceResponse(model.name, model.version, outputs, id=request.id)
+
+    # -- the repository extension ----------------------------------------------------------------
+
+    def repository_index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
+        return [entry.as_dict() for entry in self.manager.index(ready_only=ready_only)]
+
+    def _may_manage(self, principal: Principal | None) -> None:
+        if self.config.model_control != "explicit":
+            raise InvalidInputError(
+                f"models cannot be loaded or unloaded through the API with --model-control {self.config.model_control} "
+                "(start the server with --model-control explicit)"
+            )
+        if self.requires_auth and (principal is None or principal.name not in self.config.model_admin_names):
+            who = principal.name if principal else "this caller"
+            raise ForbiddenError(f"{who} may not load or unload models (see --model-admins)")
+
+    async def load_model(self, name: str, principal: Principal | None) -> None:
+        """Load or reload *name* from the repositories; 400 naming the reason when it fails."""
+        self._may_manage(principal)
+        try:
+            await self.manager.load(name)
+        except ModelLoadError as exc:
+            raise InvalidInputError(exc.message) from None
+
+    async def unload_model(self, name: str, principal: Principal | None) -> None:
+        """Unload every version of *name* once their in-flight requests are answered."""
+        self._may_manage(principal)
+        await self.manager.unload(name)
 
     def _failed(self, model: ModelVersion, series: Any, start: int) -> None:
         elapsed = time.perf_counter_ns() - start

@@ -30,6 +30,12 @@ class AuthenticationError(ServecoreError):
     status_code = 401
 
 
+class ForbiddenError(ServecoreError):
+    """The caller is known but may not do this (403)."""
+
+    status_code = 403
+
+
 class ModelNotFoundError(ServecoreError):
     """No model or model version of that name is served here (404)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 
@@ -33,6 +33,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(11))
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Cold-start buckets: a small model loads in milliseconds, a large one (or a TensorRT build) in minutes.
+COLD_START_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: The lifecycle states (servecore.models.STATES), listed here to keep this module free of imports.
+MODEL_STATES: tuple[str, ...] = ("loading", "warming", "ready", "draining", "unloaded", "failed")
 
 
 class LatencyHistogram:
@@ -142,7 +147,20 @@ class Metrics:
         self.rejected: Tally[tuple[str, str, str]] = Tally()
         self.build: dict[str, str] = {}
         self._series: dict[tuple[str, str], ModelSeries] = {}
+        self.cold_starts: dict[tuple[str, str], LatencyHistogram] = {}
+        self.model_states: Callable[[], list[tuple[str, str, str]]] = list
         self.registry.register(_Collector(self))
+
+    def set_model_states(self, source: Callable[[], list[tuple[str, str, str]]]) -> None:
+        """Where the model-state gauge reads (name, version, state) of every known version."""
+        self.model_states = source
+
+    def observe_cold_start(self, model: str, version: str, seconds: float) -> None:
+        """A request waited *seconds* for an idle-unloaded model to load again."""
+        histogram = self.cold_starts.get((model, version))
+        if histogram is None:
+            histogram = self.cold_starts[(model, version)] = LatencyHistogram(COLD_START_BUCKETS)
+        histogram.observe(seconds)
 
     def set_build_info(self, version: str, core: str) -> None:
         self.build = {"version": version, "core": core}
@@ -190,6 +208,20 @@ class _Collector:
                 family.add_metric([model, version], h.cumulative(), h.total)
             yield family
         yield from _batching_families(sorted(m._series.items()))
+        states = GaugeMetricFamily(
+            "servecore_model_state", "1 for the state each model version is in.", labels=["model", "version", "state"]
+        )
+        for model, version, state in m.model_states():
+            for candidate in MODEL_STATES:
+                states.add_metric([model, version, candidate], 1.0 if candidate == state else 0.0)
+        yield states
+        cold = HistogramMetricFamily(
+            "servecore_model_cold_start_seconds", "Time requests waited for an idle-unloaded model to load again.",
+            labels=["model", "version"],
+        )
+        for (model, version), h in sorted(m.cold_starts.items()):
+            cold.add_metric([model, version], h.cumulative(), h.total)
+        yield cold
         yield GaugeMetricFamily("servecore_inflight_requests", "Inference requests being processed.", value=m.inflight.value)
         errors = CounterMetricFamily(
             "servecore_http_errors", "Requests answered with an error status, by status code.", labels=["status"]

@@ -12,16 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pluggy
 
 from servecore.batching.runtime import SPIKE_CAP
 from servecore.errors import ConfigError, ModelLoadError, ModelNotFoundError, UnavailableError
+from servecore.metrics import ModelSeries
 from servecore.stats import ModelStats
-from servecore.types import Backend, BackendLoader, BackendRegistration, ModelEvent, ModelSource, TensorSpec
+from servecore.types import Backend, BackendLoader, BackendRegistration, ModelEvent, ModelSource, TensorSpec, version_key
 
 if TYPE_CHECKING:
+    from servecore.batching.scheduler import Scheduler
     from servecore.config import ServeConfig
 
 logger = logging.getLogger("servecore.models")
@@ -30,10 +32,14 @@ logger = logging.getLogger("servecore.models")
 WARMUP_RUNS = 3
 EWMA_ALPHA = 0.1
 
-READY = "ready"
+#: The states of a model version, in the order it goes through them (or ``failed``).
 LOADING = "loading"
-FAILED = "failed"
+WARMING = "warming"
+READY = "ready"
+DRAINING = "draining"
 UNLOADED = "unloaded"
+FAILED = "failed"
+STATES = (LOADING, WARMING, READY, DRAINING, UNLOADED, FAILED)
 
 
 class BackendRegistry:
@@ -63,6 +69,15 @@ class BackendRegistry:
     def __iter__(self) -> Iterator[BackendRegistration]:
         return iter(sorted(self._by_name.values(), key=lambda r: (-r.priority, r.name)))
 
+    def named(self, name: str) -> BackendRegistration:
+        """The backend registered as *name* (a model.toml ``backend`` override)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ModelLoadError(
+                f"no backend named {name!r} is installed; installed backends: {', '.join(sorted(self._by_name)) or 'none'}"
+            ) from None
+
     def for_path(self, path: Path) -> BackendRegistration:
         """The highest-priority backend claiming *path*'s suffix."""
         name = path.name.lower()
@@ -83,8 +98,22 @@ class ModelVersion:
     backend: Backend
     backend_name: str
     executor: ThreadPoolExecutor
+    #: the server's configuration with this model's model.toml overrides applied
+    config: ServeConfig
     stats: ModelStats = field(default_factory=ModelStats)
-    state: str = READY
+    state: str = WARMING
+    #: what the artefact looked like when loaded (see servecore.lifecycle.fingerprint)
+    fingerprint: tuple[Any, ...] = ()
+    #: the model's batch scheduler, when it batches
+    scheduler: Scheduler | None = None
+    #: its metric series (shared by every load of the same name and version)
+    series: ModelSeries = field(default_factory=ModelSeries)
+    #: requests admitted and not yet answered (a draining version is closed when this reaches 0)
+    inflight: int = 0
+    #: time.monotonic() of the last request
+    last_used: float = field(default_factory=time.monotonic)
+    #: unloaded after --idle-unload-seconds without requests; the next request loads it again
+    idle: bool = False
     inputs_by_name: dict[str, TensorSpec] = field(init=False)
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
     #: whether every input has a variable leading (batch) dimension
@@ -126,9 +155,10 @@ class ModelVersion:
     def ready(self) -> bool:
         return self.state == READY
 
-
-def _version_key(version: str) -> tuple[int, int | str]:
-    return (0, int(version)) if version.isdigit() else (1, version)
+    @property
+    def servable(self) -> bool:
+        """Ready, or unloaded while idle (a request loads it again)."""
+        return self.state == READY or self.idle
 
 
 class ModelSet:
@@ -141,31 +171,40 @@ class ModelSet:
         self._notify = notify
 
     def _refresh(self, name: str) -> None:
-        ready = [v for v in self._models.get(name, {}).values() if v.ready]
+        ready = [v for v in self._models.get(name, {}).values() if v.servable]
         if ready:
-            self._latest[name] = max(ready, key=lambda v: _version_key(v.version))
+            self._latest[name] = max(ready, key=lambda v: version_key(v.version))
         else:
             self._latest.pop(name, None)
 
-    def load(self, source: ModelSource, registry: BackendRegistry, config: ServeConfig) -> ModelVersion:
-        """Load *source* with the backend that claims its file; raises ModelLoadError."""
-        registration = registry.for_path(source.path)
-        self._notify(ModelEvent(source.name, source.version, LOADING, backend=registration.name))
-        try:
-            backend = registration.loader(source, config)
-        except ModelLoadError as exc:
-            self._notify(ModelEvent(source.name, source.version, FAILED, str(exc), registration.name))
-            raise
-        except Exception as exc:
-            message = f"model {source.name!r}: backend {registration.name!r} failed to load {source.path}: {exc}"
-            self._notify(ModelEvent(source.name, source.version, FAILED, message, registration.name))
-            raise ModelLoadError(message) from exc
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"servecore-{source.name}")
-        model = ModelVersion(source, backend, registration.name, executor)
-        self._models.setdefault(source.name, {})[source.version] = model
-        self._refresh(source.name)
-        self._notify(ModelEvent(source.name, source.version, READY, backend=registration.name))
-        return model
+    def install(self, model: ModelVersion) -> ModelVersion | None:
+        """Serve *model* (now ready) in place of the same version; returns the one it replaces.
+
+        Call on the event-loop thread (or before it runs): unversioned requests switch to the
+        highest ready version at once, without a moment where none is served.
+        """
+        versions = self._models.setdefault(model.name, {})
+        replaced = versions.get(model.version)
+        model.state = READY
+        versions[model.version] = model
+        self._refresh(model.name)
+        return replaced if replaced is not model else None
+
+    def remove(self, model: ModelVersion) -> None:
+        """Stop routing to *model* (it may still finish what it runs)."""
+        versions = self._models.get(model.name, {})
+        if versions.get(model.version) is model:
+            del versions[model.version]
+            if not versions:
+                del self._models[model.name]
+        self._refresh(model.name)
+
+    def refresh(self, name: str) -> None:
+        """Re-pick the version unversioned requests get, after a state change of one of *name*'s."""
+        self._refresh(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """The version asked for, or the highest ready one; 404 when unknown, 503 when not ready."""
@@ -183,8 +222,12 @@ class ModelSet:
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
         return model
 
+    def find(self, name: str, version: str) -> ModelVersion | None:
+        """The version *version* of *name* in this set, whatever its state; None when absent."""
+        return self._models.get(name, {}).get(version)
+
     def versions(self, name: str) -> list[ModelVersion]:
-        return sorted(self._models.get(name, {}).values(), key=lambda v: _version_key(v.version))
+        return sorted(self._models.get(name, {}).values(), key=lambda v: version_key(v.version))
 
     def __iter__(self) -> Iterator[ModelVersion]:
         for name in sorted(self._models):
@@ -204,27 +247,47 @@ class ModelSet:
         deadline = None if timeout is None else time.monotonic() + timeout
         abandoned = 0
         for model in list(self):
-            idle = model.executor.submit(_idle)  # runs once the worker's current call returns
-            model.executor.shutdown(wait=False)
             wait = None if deadline is None else max(deadline - time.monotonic(), _MIN_WAIT)
-            try:
-                idle.result(wait)
-            except FutureTimeoutError:
+            if not release(model, wait, self._notify):
                 abandoned += 1
-                model.state = UNLOADED
-                reason = "abandoned: a request was still running at shutdown"
-                logger.warning("model %s version %s %s", model.name, model.version, reason)
-                self._notify(ModelEvent(model.name, model.version, UNLOADED, reason, model.backend_name))
-                continue
-            model.executor.shutdown(wait=True)
-            try:
-                model.backend.close()
-            finally:
-                model.state = UNLOADED
-                self._notify(ModelEvent(model.name, model.version, UNLOADED, backend=model.backend_name))
         self._models.clear()
         self._latest.clear()
         return abandoned
+
+
+def release(model: ModelVersion, timeout: float | None, notify: Callable[[ModelEvent], None], reason: str = "") -> bool:
+    """Stop *model*'s scheduler and worker threads (after their current call) and close its backend.
+
+    Waits at most *timeout* seconds (None: as long as it takes) for a call still running; when
+    one still runs then, the backend is left open for it and False is returned (abandoned).
+    Blocks: call it on a worker thread once the server is running.
+    """
+    if model.state == UNLOADED:
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    executors = [model.executor] + ([model.scheduler.executor] if model.scheduler is not None else [])
+    # each runs once its worker's current call returns
+    idles = [executor.submit(_idle) for executor in executors]
+    if model.scheduler is not None:
+        model.scheduler.close()
+    for executor, idle in zip(executors, idles):
+        executor.shutdown(wait=False)
+        wait = None if deadline is None else max(deadline - time.monotonic(), _MIN_WAIT)
+        try:
+            idle.result(wait)
+        except FutureTimeoutError:
+            model.state = UNLOADED
+            why = "abandoned: a request was still running at shutdown"
+            logger.warning("model %s version %s %s", model.name, model.version, why)
+            notify(ModelEvent(model.name, model.version, UNLOADED, why, model.backend_name))
+            return False
+        executor.shutdown(wait=True)
+    try:
+        model.backend.close()
+    finally:
+        model.state = UNLOADED
+        notify(ModelEvent(model.name, model.version, UNLOADED, reason, backend=model.backend_name))
+    return True
 
 
 #: Shortest wait for an idle worker to acknowledge, even when the shutdown deadline has passed.

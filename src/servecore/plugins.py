@@ -22,6 +22,7 @@ logger = logging.getLogger("servecore.plugins")
 #: Built-in plugins: (name, module). They are registered through :func:`register_plugin`, the same
 #: call that registers entry-point plugins, and can be blocked by name like any other.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("filesystem", "servecore.builtins.filesystem"),
     ("onnxruntime", "servecore.builtins.onnx_backend"),
     ("torch", "servecore.builtins.torch_backend"),
     ("api-keys", "servecore.builtins.api_keys"),

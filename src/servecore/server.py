@@ -9,6 +9,7 @@ without waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -50,6 +51,7 @@ class _Server(uvicorn.Server):
         self.dataplane = dataplane
         self.on_started = on_started
         self.exit_requested_at: float | None = None
+        self.background: list[asyncio.Task[None]] = []
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.dataplane.shutting_down:
@@ -66,7 +68,13 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started and self.servers:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.background = [asyncio.create_task(job) for job in self.dataplane.background_tasks()]
             self.on_started(host, port)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for task in self.background:  # no polls or idle unloads while in-flight requests finish
+            task.cancel()
+        await super().shutdown(sockets)
 
     def grace_left(self) -> float | None:
         """Seconds of the graceful timeout left since the shutdown signal; None without a signal."""
@@ -80,7 +88,9 @@ def example_request(dataplane: DataPlane, host: str, port: int) -> str:
     """A ready-to-paste curl command for the first model served."""
     import orjson
 
-    model = next(iter(dataplane.models))
+    model = next(iter(dataplane.models), None)
+    if model is None:
+        return "no model is loaded yet: see POST /v2/repository/index"
     samples = {"BOOL": True, "BYTES": "hello", "FP16": 0.5, "FP32": 0.5, "FP64": 0.5}
     inputs = []
     for spec in model.backend.inputs:

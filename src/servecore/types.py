@@ -147,7 +147,8 @@ class ModelSettings:
 
     backend: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    warmup: bool = True
+    #: None: as ``--warmup`` says
+    warmup: bool | None = None
     warmup_samples: tuple[Path, ...] = ()
     version_policy: VersionPolicy = VersionPolicy()
     reference_profile: Path | None = None
@@ -183,13 +184,16 @@ class ModelDefinition:
     """A model as a registry describes it: its settings and the artefact of each available version.
 
     The server applies ``settings.version_policy`` to ``versions`` and loads what it selects;
-    ``origin`` (a directory, a URI) is shown in messages and the repository index.
+    ``origin`` (a directory, a URI) is shown in messages. A definition with an ``error`` is reported
+    as failed; the versions already serving keep serving.
     """
 
     name: str
     versions: Mapping[str, Path]
     settings: ModelSettings = ModelSettings()
     origin: str = ""
+    #: why the model cannot be served as it stands (a bad model.toml); its versions are then empty
+    error: str = ""
 
 
 #: Resolves a model URI to the models it stands for, called as ``registry(uri, config)`` at start-up

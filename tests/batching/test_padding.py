@@ -11,7 +11,7 @@ import pytest
 from models import row_sum
 from servecore.config import ServeConfig
 from servecore.dataplane import DataPlane, create_dataplane
-from servecore.errors import ConfigError
+from servecore.errors import ModelLoadError, ConfigError
 from servecore.plugins import get_plugin_manager
 from servecore.types import InferenceRequest, InferInput, RequestedOutput
 
@@ -93,7 +93,7 @@ def test_bad_pad_inputs_are_config_errors(value: str) -> None:
 
 
 def test_unknown_pad_input_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no input"):
+    with pytest.raises(ModelLoadError, match="no input"):
         _dataplane(row_sum(tmp_path / "row_sum.onnx"), True, pad_inputs="nope=0")
 
 

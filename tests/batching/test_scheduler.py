@@ -80,14 +80,14 @@ class Served:
         path = tmp_path / f"{MODEL}.rows"
         path.touch()
         options = {"max_batch_size": 8, "inline_compute_us": 0, **options}
-        config = ServeConfig(models=(str(path),), pure_python=pure_python, **options)
+        config = ServeConfig(models=(str(path),), pure_python=pure_python, warmup=False, **options)
         pm = get_plugin_manager(load_entrypoints=False, extra_plugins=[("rowwise", Plugin())])
         self.dp = DataPlane(config=config, pm=pm)
         self.dp.load_models()
-        assert self.dp.batching is not None
-        assert self.dp.batching.implementation == ("python" if pure_python else "native")
         self.model = self.dp.model(MODEL, None)
-        self.scheduler = self.dp.schedulers[self.model]
+        assert self.model.scheduler is not None
+        self.scheduler = self.model.scheduler
+        assert self.scheduler.core.implementation == ("python" if pure_python else "native")
 
     def close(self) -> None:
         self.backend.gate.set()

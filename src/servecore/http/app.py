@@ -11,6 +11,8 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
+import orjson
+
 from servecore.dataplane import DataPlane
 from servecore.types import InferenceRequest, InferenceResponse
 from servecore.errors import InvalidInputError, ServecoreError, TooManyRequestsError, UnsupportedEncodingError
@@ -85,6 +87,48 @@ class Endpoints:
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_body(send, 200, self.dp.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
 
+    # -- the repository extension ----------------------------------------------------------------
+
+    async def _json_body(self, receive: Receive, scope: Scope) -> dict[str, Any]:
+        """A small optional JSON object body (empty means ``{}``)."""
+        body = await bodies.read_body(receive, content_length=None, limit=min(self.max_body, 1 << 20), watch=self.stall_watch)
+        if not body.strip():
+            return {}
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InvalidInputError("the request body must be a JSON object")
+        return doc
+
+    async def repository_index(self, scope: Scope, receive: Receive, send: Send) -> None:
+        doc = await self._json_body(receive, scope)
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError(f"'ready' must be true or false, not {ready!r}")
+        await send_json(send, 200, self.dp.repository_index(ready_only=ready))
+
+    async def _repository_action(self, scope: Scope, receive: Receive) -> str:
+        doc = await self._json_body(receive, scope)
+        parameters = doc.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInputError("'parameters' must be a JSON object")
+        unsupported = sorted(set(parameters) - {"unload_dependents"})
+        if unsupported:
+            raise InvalidInputError(f"parameter {unsupported[0]!r} is not supported by this server")
+        return str(scope["path_params"]["model"])
+
+    async def repository_load(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = await self._repository_action(scope, receive)
+        await self.dp.load_model(name, scope.get("servecore.principal"))
+        await send_json(send, 200, {})
+
+    async def repository_unload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = await self._repository_action(scope, receive)
+        await self.dp.unload_model(name, scope.get("servecore.principal"))
+        await send_json(send, 200, {})
+
     # -- inference --------------------------------------------------------------------------------
 
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,7 +166,7 @@ class Endpoints:
         else:
             request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=codec)
         request.principal = scope.get("servecore.principal")
-        if model in self.dp.schedulers:
+        if model.scheduler is not None:
             response = await _unless_disconnected(self.dp, request, receive)
         else:
             response = await self.dp.infer(request)
@@ -235,7 +279,13 @@ class ServecoreApp:
                 ("/v2/", "GET", e.server_metadata),
                 ("/v2/models/stats", "GET", e.all_statistics),
                 ("/metrics", "GET", e.metrics),
+                ("/v2/repository/index", "POST", e.repository_index),
             )
+        }
+        #: /v2/repository/models/{model}/{action} -> {method: endpoint}
+        self.repository_actions: dict[str, dict[str, _Guarded]] = {
+            "load": {"POST": guard(e.repository_load)},
+            "unload": {"POST": guard(e.repository_unload)},
         }
         #: the action after /v2/models/{model}[/versions/{version}] -> {method: endpoint}
         self.model_actions: dict[str, dict[str, _Guarded]] = {
@@ -254,6 +304,11 @@ class ServecoreApp:
         found = self.static.get(path)
         if found is not None:
             return found, {}
+        if path.startswith("/v2/repository/models/"):
+            parts = path[len("/v2/repository/models/"):].split("/")
+            if len(parts) == 2 and parts[0]:
+                return self.repository_actions.get(parts[1]), {"model": parts[0]}
+            return None, {}
         if not path.startswith("/v2/models/"):
             return None, {}
         parts = path[len("/v2/models/"):].split("/")

@@ -6,6 +6,7 @@ Each hook has a ``test_hook_<name>`` test (checked by tests/test_meta.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,7 +33,9 @@ from servecore.types import (
     Backend,
     InferenceRequest,
     InferInput,
+    ModelDefinition,
     ModelEvent,
+    ModelSettings,
     ModelSource,
     Principal,
     TensorSpec,
@@ -119,7 +122,8 @@ def test_hook_servecore_register_backends(weights_file: Path) -> None:
     try:
         metadata = dp.model_metadata("weights", None)
         assert metadata["platform"] == "numpy_linear"
-        assert metadata["properties"] == {"backend": "npy-linear", "weights": "4x3"}
+        digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+        assert metadata["properties"] == {"backend": "npy-linear", "weights": "4x3", "sha256": digest}
         assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
         x = np.ones((2, 4), dtype=np.float32)
         response = _infer(dp, "weights", "x", x)
@@ -130,6 +134,60 @@ def test_hook_servecore_register_backends(weights_file: Path) -> None:
     finally:
         dp.close()
     assert backend.closed
+
+
+# -- servecore_register_registries -------------------------------------------------------------
+
+
+class DictRegistry:
+    """A registry plugin for ``dict:<model>`` URIs, over an in-memory catalogue of files."""
+
+    def __init__(self, catalogue: dict[str, dict[str, Path]]) -> None:
+        self.catalogue = catalogue
+        self.calls: list[str] = []
+
+    @hookimpl
+    def servecore_register_registries(self, register: Any) -> None:
+        register("dict", self.resolve)
+
+    def resolve(self, uri: str, config: ServeConfig) -> list[ModelDefinition]:
+        self.calls.append(uri)
+        name = uri.split(":", 1)[1]
+        if name not in self.catalogue:
+            raise ModelLoadError(f"{uri}: no such model")
+        return [ModelDefinition(name, self.catalogue[name], ModelSettings(owner="dict-team"), origin=uri)]
+
+
+def test_hook_servecore_register_registries(weights_file: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second.linear.npy"
+    np.save(second, np.ones((4, 3), dtype=np.float32))
+    registry = DictRegistry({"linear": {"1": weights_file, "2": second}})
+    pm = _pm(("npy-linear", NpyLinearPlugin()), ("dict", registry))
+    dp = DataPlane(config=ServeConfig(models=("dict:linear",)), pm=pm)
+    dp.load_models()
+    try:
+        assert registry.calls == ["dict:linear"]
+        # the default policy serves the latest version only
+        assert [m.version for m in dp.models] == ["2"]
+        metadata = dp.model_metadata("linear", None)
+        assert metadata["properties"]["owner"] == "dict-team"
+        response = _infer(dp, "linear", "x", np.ones((1, 4), dtype=np.float32))
+        assert response.model_version == "2"
+        np.testing.assert_array_equal(response.outputs[0].data, np.full((1, 3), 4, dtype=np.float32))
+    finally:
+        dp.close()
+    # a path is still a path: the file registry takes what no plugin's scheme claims
+    dp = DataPlane(config=ServeConfig(models=(str(weights_file),)), pm=pm)
+    dp.load_models()
+    dp.close()
+    with pytest.raises(ModelLoadError, match="no such model"):
+        DataPlane(config=ServeConfig(models=("dict:missing",)), pm=pm).load_models()
+
+
+def test_hook_servecore_register_registries_scheme_twice() -> None:
+    pm = _pm(("one", DictRegistry({})), ("two", DictRegistry({})))
+    with pytest.raises(ConfigError, match="registered twice"):
+        DataPlane(config=ServeConfig(), pm=pm)
 
 
 def test_hook_servecore_register_backends_priority(weights_file: Path) -> None:
@@ -301,11 +359,12 @@ def test_hook_servecore_on_model_event() -> None:
     dp.load_models()
     assert [(e.model, e.version, e.state, e.backend) for e in events] == [
         ("mlp", "1", "loading", "onnxruntime"),
+        ("mlp", "1", "warming", "onnxruntime"),
         ("mlp", "1", "ready", "onnxruntime"),
     ]
     assert dp.ready
     dp.close()
-    assert [e.state for e in events] == ["loading", "ready", "unloaded"]
+    assert [e.state for e in events] == ["loading", "warming", "ready", "unloaded"]
     assert events[-1] == ModelEvent("mlp", "1", "unloaded", backend="onnxruntime")
 
 

@@ -235,3 +235,30 @@ def masked_sum(path: Path) -> Path:
         initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
     )
     return _save(graph, path)
+
+
+def add_constant(path: Path, constant: float, width: int = 4) -> Path:
+    """y = x + constant, FP32 [batch, width]: a response tells which version answered."""
+    c = numpy_helper.from_array(np.full((width,), constant, dtype=np.float32), "c")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "c"], ["y"])],
+        "add_constant",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[c],
+    )
+    return _save(graph, path)
+
+
+def needs_two_rows(path: Path, width: int = 4) -> Path:
+    """Reshapes x[batch, width] to a fixed [2, width]: runs with two rows, fails with any other
+    number (a model whose warmup on one generated row raises)."""
+    shape = numpy_helper.from_array(np.array([2, width], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "needs_two_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, width])],
+        initializer=[shape],
+    )
+    return _save(graph, path)

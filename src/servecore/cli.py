@@ -39,7 +39,7 @@ def _field_decorators() -> list[Any]:
         help_text = f.metadata.get("help", "")
         envvar = env_name(f.name)
         if f.name == "models":
-            decorators.append(click.argument("models", nargs=-1, envvar=envvar, type=click.Path(dir_okay=False)))
+            decorators.append(click.argument("models", nargs=-1, envvar=envvar, type=str))
             continue
         kwargs: dict[str, Any] = {"envvar": envvar, "show_envvar": True, "help": help_text}
         if f.metadata.get("metavar"):

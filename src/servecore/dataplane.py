@@ -155,7 +155,7 @@ class DataPlane:
         runs: list[WarmupRun] = []
         scheduler = model.scheduler
         sizes = batch_sizes(scheduler.settings.max_batch_size, scheduler.settings.preferred_batch_sizes) if scheduler else [1]
-        for rows in sizes:
+        for rows in sizes if settings.warmup_generate else ():
             feeds = generated_feeds(model.backend.inputs, rows, model.batched)
             if feeds is None:
                 logger.info("model %s version %s: inputs of unknown signature, no generated warmup", model.name, model.version)

@@ -341,9 +341,13 @@ class ModelManager:
         await self.sync(found, stable_only=False, complete=False)
         if definition.error:
             raise ModelLoadError(f"failed to load model {name!r}: {definition.error}")
-        if not any(m.ready for m in self.models.versions(name)):
-            reasons = [e.reason for e in self._others.values() if e.name == name and e.state == FAILED]
-            raise ModelLoadError(f"failed to load model {name!r}: {'; '.join(reasons) or 'no version to serve'}")
+        # cleared above: what failed now failed in this load
+        failed = [key for key in self._failed if key[0] == name]
+        if failed or not any(m.ready for m in self.models.versions(name)):
+            reasons = [self._others[key].reason for key in failed if key in self._others]
+            serving = [m.version for m in self.models.versions(name) if m.ready]
+            still = f" (still serving version {', '.join(serving)})" if serving else ""
+            raise ModelLoadError(f"failed to load model {name!r}: {'; '.join(reasons) or 'no version to serve'}{still}")
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of *name*; each finishes its in-flight requests first."""

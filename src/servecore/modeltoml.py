@@ -25,7 +25,8 @@ field is an error naming the file and the key, so a typo never silently changes 
     pad_inputs = "x=0"
 
     [warmup]
-    enabled = true
+    enabled = true                   # default: as --warmup says
+    generate = true                  # zero inputs, one run per batch size the scheduler forms
     samples = ["warmup/request.json"] # V2 JSON request bodies, relative to the model directory
 
     [sha256]                         # expected artefact digests, by version ("*" for any)
@@ -128,7 +129,7 @@ def parse_model_settings(data: Mapping[str, Any], *, where: str, base: Path) -> 
     if threads is not None:
         overrides["intra_op_threads"] = threads
     overrides.update(_batching(top.table_of("batching", _BATCHING_KEYS)))
-    warmup = top.table_of("warmup", {"enabled", "samples"})
+    warmup = top.table_of("warmup", {"enabled", "generate", "samples"})
     samples = warmup.get("samples", list, [])
     if not all(isinstance(s, str) for s in samples):
         raise ConfigError(f"{warmup.where}: 'samples' must be a list of file names")
@@ -138,6 +139,7 @@ def parse_model_settings(data: Mapping[str, Any], *, where: str, base: Path) -> 
         backend=top.get("backend", str),
         overrides=overrides,
         warmup=warmup.get("enabled", bool),
+        warmup_generate=warmup.get("generate", bool, True),
         warmup_samples=tuple(base / s for s in samples),
         version_policy=_version_policy(top.table_of("versions", {"policy", "latest", "specific"})),
         reference_profile=base / profile if profile else None,

@@ -149,6 +149,8 @@ class ModelSettings:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     #: None: as ``--warmup`` says
     warmup: bool | None = None
+    #: run generated inputs (zeros, one run per batch size) as well as the samples
+    warmup_generate: bool = True
     warmup_samples: tuple[Path, ...] = ()
     version_policy: VersionPolicy = VersionPolicy()
     reference_profile: Path | None = None

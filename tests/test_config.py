@@ -172,8 +172,8 @@ def test_no_options_give_the_defaults(started: list[ServeConfig]) -> None:
 @pytest.mark.parametrize("name", list(FIELDS))
 def test_env_var_reaches_the_config(started: list[ServeConfig], name: str) -> None:
     value, text = sample(name)
-    if name == "models":  # click splits a path list variable like PATH: on os.pathsep
-        text = os.pathsep.join(value)
+    if name == "models":  # a list of paths and URIs (which hold ':'), separated by whitespace
+        text = " ".join(value)
     config = parse(started, env={env_name(name): text})
     assert getattr(config, name) == value
     assert config == ServeConfig(**{name: value})

@@ -45,7 +45,7 @@ class ServeConfig:
         "What to serve: model files (named after the file's stem unless --model-name says otherwise), "
         "repository directories laid out DIR/<model>/<version>/<artefact> with an optional "
         "DIR/<model>/model.toml, or registry URIs such as mlflow:/models/<name>/<version or alias>. "
-        "None: the bundled demo model.",
+        "None: the bundled demo model. SERVECORE_MODELS separates them with spaces.",
     )
     model_name: str | None = _opt(None, "Serve a single model under this name instead of its file's stem.")
     model_control: Literal["none", "explicit", "poll"] = _opt(

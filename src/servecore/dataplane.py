@@ -148,8 +148,13 @@ class DataPlane:
     def _prepare(self, model: ModelVersion) -> None:
         """Loading thread: give *model* its scheduler and metric series, then warm it up."""
         model.series = self.metrics.series(model.name, model.version)
-        self._start_batching(model)
         settings = model.source.settings
+        if settings.labels_file is not None:
+            try:
+                model.labels = tuple(settings.labels_file.read_text(encoding="utf-8").splitlines())
+            except OSError as exc:
+                raise ModelLoadError(f"model {model.name!r}: cannot read labels {settings.labels_file}: {exc.strerror}") from exc
+        self._start_batching(model)
         if not (self.config.warmup if settings.warmup is None else settings.warmup):
             return
         runs: list[WarmupRun] = []
@@ -544,12 +549,17 @@ class DataPlane:
         if datatype != "BF16" and array.dtype != NUMPY_DTYPES[datatype]:  # trust the array over the spec
             datatype = v2_datatype(array.dtype)
         if class_count:
-            return _classification(name, array, class_count, batched=model.backend.max_batch_size > 0, binary=binary)
+            return _classification(
+                name, array, class_count, batched=model.backend.max_batch_size > 0, binary=binary, labels=model.labels
+            )
         return InferOutput(name, datatype, array.shape, array, binary)
 
 
-def _classification(name: str, array: np.ndarray, k: int, *, batched: bool, binary: bool) -> InferOutput:
-    """Replace an output by its top-*k* ``"value:index"`` strings (the classification extension)."""
+def _classification(
+    name: str, array: np.ndarray, k: int, *, batched: bool, binary: bool, labels: Sequence[str] = ()
+) -> InferOutput:
+    """Replace an output by its top-*k* ``"value:index"`` strings (the classification extension),
+    ``"value:index:label"`` when the model has a labels file (line *index* is the label)."""
     if array.dtype.kind not in "biuf":
         raise InvalidInputError(f"output {name!r}: classification needs a numeric output, not {v2_datatype(array.dtype)}")
     # explicit widths: reshape(n, -1) cannot infer the width of an empty batch
@@ -557,12 +567,14 @@ def _classification(name: str, array: np.ndarray, k: int, *, batched: bool, bina
         rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
     else:
         rows = array.reshape(1, array.size)
+    names = labels
     k = min(k, rows.shape[1])
     order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
     labels = np.empty((rows.shape[0], k), dtype=object)
     for r in range(rows.shape[0]):
         for j, index in enumerate(order[r]):
-            labels[r, j] = f"{float(rows[r, index]):f}:{int(index)}".encode()
+            label = f":{names[index]}" if index < len(names) else ""
+            labels[r, j] = f"{float(rows[r, index]):f}:{int(index)}{label}".encode()
     shape = labels.shape if batched and array.ndim > 1 else (k,)
     return InferOutput(name, "BYTES", shape, labels.reshape(shape), binary)
 

@@ -114,6 +114,8 @@ class ModelVersion:
     last_used: float = field(default_factory=time.monotonic)
     #: unloaded after --idle-unload-seconds without requests; the next request loads it again
     idle: bool = False
+    #: class labels from the model's labels file, by index (the classification extension)
+    labels: tuple[str, ...] = ()
     inputs_by_name: dict[str, TensorSpec] = field(init=False)
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
     #: whether every input has a variable leading (batch) dimension

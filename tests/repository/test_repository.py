@@ -274,3 +274,16 @@ def test_warmup_samples_from_model_toml_run_before_ready(repo: Path, serve: Call
     # --no-warmup skips warmup unless model.toml says otherwise
     (repo / "m" / "model.toml").unlink()
     assert states(serve(str(repo), "--no-warmup").url, "m")["1"][0] == "READY"
+
+
+def test_a_labels_file_names_the_classes(repo: Path, serve: Callable[..., ServerProcess]) -> None:
+    put_version(repo, "m", 1)
+    (repo / "m" / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
+    (repo / "m" / "model.toml").write_text('labels = "labels.txt"\n')
+    server = serve(str(repo))
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X}],
+        "outputs": [{"name": "y", "parameters": {"classification": 2}}],
+    }
+    doc = httpx.post(server.url + "/v2/models/m/infer", json=body, timeout=30).json()
+    assert doc["outputs"][0]["data"] == ["5.000000:3:fish", "4.000000:2:bird"]

@@ -251,10 +251,14 @@ class ModelManager:
     def _start_drain(self, model: ModelVersion, reason: str) -> None:
         """Stop routing to *model*; close it once its in-flight requests are answered."""
         self.models.remove(model)
-        model.state = DRAINING
+        closed = model.state == UNLOADED  # idle-unloaded: nothing left to release
+        model.state = UNLOADED if closed else DRAINING
         key = (model.name, model.version)
         if self.models.find(model.name, model.version) is None:
             self._others[key] = IndexEntry(model.name, model.version, DRAINING, reason)
+        if closed:
+            self._others[key] = IndexEntry(model.name, model.version, UNLOADED, reason)
+            return
         self._notify(ModelEvent(model.name, model.version, DRAINING, reason, model.backend_name))
         self._draining[model] = asyncio.get_running_loop().create_task(self._drain(model, reason))
 
@@ -416,6 +420,8 @@ class ModelManager:
                 unloading = self._draining.get(model)
                 if unloading is not None:
                     await unloading
+                if self.models.find(model.name, model.version) is not model:
+                    raise ModelLoadError("it was replaced or removed while idle")
                 await asyncio.to_thread(self._reopen, model)
                 model.idle = False
                 model.last_used = time.monotonic()
@@ -444,9 +450,14 @@ class ModelManager:
         self._notify(ModelEvent(model.name, model.version, LOADING, "loading again on demand", registration.name))
         fresh = self._open(source, registration.name, registration.loader, model.config)
         model.backend, model.executor, model.scheduler = fresh.backend, fresh.executor, None
+        model.releasing = False
         model.state = WARMING
         self._notify(ModelEvent(model.name, model.version, WARMING, backend=registration.name))
-        self._prepare(model)
+        try:
+            self._prepare(model)
+        except BaseException:
+            release(model, 0, lambda event: None)  # stays idle: the next request tries again
+            raise
 
     def close(self, timeout: float | None) -> int:
         """At shutdown: release the versions still draining; returns how many were abandoned."""

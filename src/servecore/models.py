@@ -116,6 +116,8 @@ class ModelVersion:
     idle: bool = False
     #: class labels from the model's labels file, by index (the classification extension)
     labels: tuple[str, ...] = ()
+    #: set when its release has begun (see :func:`release`); cleared when it is opened again
+    releasing: bool = False
     inputs_by_name: dict[str, TensorSpec] = field(init=False)
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
     #: whether every input has a variable leading (batch) dimension
@@ -264,8 +266,9 @@ def release(model: ModelVersion, timeout: float | None, notify: Callable[[ModelE
     one still runs then, the backend is left open for it and False is returned (abandoned).
     Blocks: call it on a worker thread once the server is running.
     """
-    if model.state == UNLOADED:
+    if model.state == UNLOADED or model.releasing:
         return True
+    model.releasing = True  # once: a version can be dropped for several reasons at once
     deadline = None if timeout is None else time.monotonic() + timeout
     executors = [model.executor] + ([model.scheduler.executor] if model.scheduler is not None else [])
     # each runs once its worker's current call returns

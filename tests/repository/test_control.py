@@ -190,6 +190,7 @@ def test_twenty_version_swaps_under_load_fail_no_request(repo: Path, serve: Call
     for t in clients:
         t.start()
     try:
+        eventually(lambda: len(answers) >= 8, "the clients to get answers from version 1")
         for version in range(2, 22):
             put_version(repo, "m", version)
             now = time.monotonic()

@@ -335,3 +335,43 @@ def test_dynamic_batching_answers_each_request_with_its_own_rows(
         stats = _stats(http, "mlp_export")
     assert stats["inference_count"] == sum(len(x) for x in inputs)
     assert 1 <= stats["execution_count"] <= len(inputs)
+
+
+# -- a repository with model.toml -----------------------------------------------------------------
+
+
+def test_a_torchscript_model_in_a_repository_takes_its_signature_from_model_toml(tmp_path: Path) -> None:
+    """model.toml declares the signature TorchScript cannot tell: metadata shows it, requests
+    are checked against it, and with a batch dimension the model batches like an ONNX model."""
+    version = tmp_path / "repo" / "scripted" / "1"
+    version.mkdir(parents=True)
+    tm.script(tm.Mlp(), version / "model.pt")
+    (version.parent / "model.toml").write_text(
+        'description = "scripted MLP"\n'
+        "[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 2000\n"
+        '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 4]\n'
+        '[[outputs]]\nname = "scores"\ndatatype = "FP32"\nshape = [-1, 3]\n'
+    )
+    with ServerProcess([str(tmp_path / "repo")], log_dir=tmp_path / "logs") as server, httpx.Client(
+        base_url=server.url, timeout=30.0
+    ) as http:
+        metadata = http.get("/v2/models/scripted").json()
+        assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+        assert metadata["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}]
+        assert metadata["properties"]["description"] == "scripted MLP"
+        assert http.get("/v2/models/scripted/config").json()["max_batch_size"] == 8
+        bad = http.post("/v2/models/scripted/infer", json={"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": [0, 0, 0, 0]}]})
+        assert_error(bad, 400, "'x'", "FP64")
+        xs = [rows(int(n), seed=i) for i, n in enumerate([1, 3, 2, 1, 4, 2])]
+
+        def one(x: np.ndarray) -> np.ndarray:
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+            response = http.post("/v2/models/scripted/infer", json=body)
+            assert response.status_code == 200, response.text
+            [out] = response.json()["outputs"]
+            assert out["name"] == "scores"
+            return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            for x, got in zip(xs, pool.map(one, xs)):
+                np.testing.assert_allclose(got, mlp(x), rtol=1e-5, atol=1e-5)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
 from prometheus_client.parser import text_string_to_metric_families
 
 from server_process import ServerProcess
@@ -79,6 +81,15 @@ def test_explicit_mode_loads_and_unloads(repo: Path, serve: Callable[..., Server
     assert response.status_code == 400 and "'config' is not supported" in response.json()["error"]
     response = httpx.post(url + "/v2/repository/index", content=b"{not json", timeout=10)
     assert response.status_code == 400 and "error" in response.json()
+    # tritonclient's repository calls work unchanged
+    client = triton.InferenceServerClient(server.address)
+    client.unload_model("other", unload_dependents=True)
+    assert not client.is_model_ready("other")
+    assert infer(url, "other").status_code == 404
+    client.load_model("other")
+    assert client.is_model_ready("other")
+    with pytest.raises(InferenceServerException, match="nope"):
+        client.load_model("nope")
     # a corrupt artefact fails the load with the reason; the served version stays
     (repo / "m" / "3").mkdir()
     (repo / "m" / "3" / "model.onnx").write_bytes(b"corrupt")

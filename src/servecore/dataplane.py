@@ -58,7 +58,8 @@ logger = logging.getLogger("servecore")
 SERVER_NAME = "servecore"
 #: Protocol extensions this server implements (and nothing it does not).
 EXTENSIONS = (
-    "binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters", "statistics",
+    "binary_tensor_data", "classification", "model_configuration", "model_repository",
+    "model_repository(unload_dependents)", "parameters", "statistics",
 )
 DEFAULT_VERSION = "1"
 #: stands for "every output the backend returns" when a backend declares none (see TensorSpec)

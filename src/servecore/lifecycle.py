@@ -92,7 +92,11 @@ class IndexEntry:
     reason: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "state": self.state.upper(), "reason": self.reason}
+        """The protocol's form (``version`` left out for a model-level entry, as the protocol allows)."""
+        entry = {"name": self.name, "version": self.version, "state": self.state.upper(), "reason": self.reason}
+        if not self.version:
+            del entry["version"]
+        return entry
 
 
 class ModelManager:

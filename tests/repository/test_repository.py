@@ -53,7 +53,7 @@ def index(url: str, **body: Any) -> list[dict[str, str]]:
 
 
 def states(url: str, model: str) -> dict[str, tuple[str, str]]:
-    return {e["version"]: (e["state"], e["reason"]) for e in index(url) if e["name"] == model}
+    return {e.get("version", ""): (e["state"], e["reason"]) for e in index(url) if e["name"] == model}
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

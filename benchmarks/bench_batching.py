@@ -388,7 +388,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += [
             f"- date: {m['date']}; host: {m['cpu']} ({m['nproc']} cores visible); {pin}",
             (
-                f"- requests: 1-row JSON, heavy FP32[1,{HEAVY_FEATURES}] "
+                f"- requests: 1-row {m.get('encoding', 'JSON')}, heavy FP32[1,{HEAVY_FEATURES}] "
                 f"({m['body_bytes'][HEAVY]} B), small FP32[1,64]; wrk `-t1 -cN`, "
                 f"{m['duration_s']:g} s per point after a {m['warmup_s']:g} s discarded warm-up; "
                 f"{m['wrk_version']}"
@@ -459,6 +459,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--intra-op-threads", type=int, default=1,
         help="onnxruntime threads per operator, for the server and raw onnxruntime alike "
         "(1: the server owns one core; 0: onnxruntime's default)",
+    )
+    ap.add_argument(
+        "--binary", action="store_true",
+        help="send the input as binary tensor data (perf_analyzer's default) instead of JSON numbers",
     )
     ap.add_argument("--skip-small", action="store_true", help="leave out the small-MLP check")
     ap.add_argument("--skip-micro", action="store_true", help="leave out the gather micro-benchmark")
@@ -532,7 +536,13 @@ def main(argv: list[str] | None = None) -> int:
         models = {HEAVY: build_heavy(tmp / f"{HEAVY}.onnx"), SMALL: build_small(tmp / f"{SMALL}.onnx")}
         rng = np.random.default_rng(0)
         inputs = {m: rng.standard_normal((1, f)).astype(np.float32) for m, f in FEATURES.items()}
-        bodies = {m: bh.make_body(x) for m, x in inputs.items()}
+        header_lengths: dict[str, int | None] = {m: None for m in inputs}
+        if args.binary:
+            bodies = {}
+            for m, x in inputs.items():
+                bodies[m], header_lengths[m] = bh.make_binary_body(x)
+        else:
+            bodies = {m: bh.make_body(x) for m, x in inputs.items()}
         body_files = {}
         for m, body in bodies.items():
             body_files[m] = tmp / f"{m}.json"
@@ -583,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": concurrencies,
             "modes": modes,
             "body_bytes": {m: len(b) for m, b in bodies.items()},
+            "encoding": "binary tensor data" if args.binary else "JSON",
             "wrk_version": bh.wrk_version(wrk),
             "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__,
@@ -604,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             srv.start(server_core)
             srv.wait_ready(args.startup_timeout)
             path = infer_path(model)
-            check = bh.verify(srv.label, port, bodies[model], expect[model], path=path)
+            check = bh.verify(srv.label, port, bodies[model], expect[model], path=path, header_length=header_lengths[model])
             log(f"  {srv.label} ready on :{port}, verified {check}")
             run: dict[str, Any] = {
                 "model": model, "mode": mode, "label": label, "argv": argv, "verify": check,
@@ -612,10 +623,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             for c in conc:
                 if args.warmup > 0:
-                    bh.run_wrk(wrk, port, c, args.warmup, client_core, body_files[model], path=path)
+                    bh.run_wrk(wrk, port, c, args.warmup, client_core, body_files[model], path=path, header_length=header_lengths[model])
                 time.sleep(STATS_SETTLE_S)
                 before = fetch_stats(port, model)
-                res = bh.run_wrk(wrk, port, c, args.duration, client_core, body_files[model], path=path)
+                res = bh.run_wrk(wrk, port, c, args.duration, client_core, body_files[model], path=path, header_length=header_lengths[model])
                 time.sleep(STATS_SETTLE_S)
                 after = fetch_stats(port, model)
                 res["concurrency"] = c

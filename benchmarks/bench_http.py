@@ -269,12 +269,28 @@ class Server:
             self._log_file = None
 
 
-def post_infer(port: int, body: bytes, *, path: str = INFER_PATH) -> tuple[int, bytes]:
+def make_binary_body(x: np.ndarray) -> tuple[bytes, int]:
+    """The binary-tensor form of :func:`make_body` (what perf_analyzer sends): a JSON header, then
+    the raw little-endian FP32 bytes; the output comes back as JSON. Returns (body, header length)."""
+    raw = np.ascontiguousarray(x, dtype="<f4").tobytes()
+    doc = {
+        "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+        ]
+    }
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    return header + raw, len(header)
+
+
+def post_infer(port: int, body: bytes, *, path: str = INFER_PATH, header_length: int | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if header_length is not None:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
     req = urllib.request.Request(
         f"http://{HOST}:{port}{path}",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -290,8 +306,9 @@ def verify(
     expect_logits: np.ndarray | None,
     *,
     path: str = INFER_PATH,
+    header_length: int | None = None,
 ) -> dict:
-    status, raw = post_infer(port, body, path=path)
+    status, raw = post_infer(port, body, path=path, header_length=header_length)
     if status != 200:
         raise BenchError(f"{label}: POST {path} answered {status}: {raw[:500]!r}")
     try:
@@ -361,6 +378,7 @@ def run_wrk(
     body_file: Path,
     *,
     path: str = INFER_PATH,
+    header_length: int | None = None,
 ) -> dict:
     argv = (["taskset", "-c", str(core)] if core is not None else []) + [
         wrk,
@@ -374,6 +392,8 @@ def run_wrk(
         f"http://{HOST}:{port}{path}",
     ]
     env = dict(os.environ, WRK_BODY_FILE=str(body_file))
+    if header_length is not None:
+        env["WRK_HEADER_LENGTH"] = str(header_length)
     try:
         p = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=duration + 30, cwd=ROOT

@@ -1,4 +1,4 @@
--- wrk script: POST a fixed JSON body and report results machine-readably.
+-- wrk script: POST a fixed body (JSON, or binary tensor data) and report results machine-readably.
 --
 -- The body is read from the file named by the WRK_BODY_FILE environment variable (every wrk
 -- thread runs this file in its own Lua state, so each reads it once at start-up).
@@ -15,7 +15,14 @@ f:close()
 
 wrk.method = "POST"
 wrk.body = body
-wrk.headers["Content-Type"] = "application/json"
+-- WRK_HEADER_LENGTH set: the body is binary tensor data after a JSON header of that many bytes
+local header_length = os.getenv("WRK_HEADER_LENGTH")
+if header_length then
+   wrk.headers["Content-Type"] = "application/octet-stream"
+   wrk.headers["Inference-Header-Content-Length"] = header_length
+else
+   wrk.headers["Content-Type"] = "application/json"
+end
 
 function done(summary, latency, requests)
    local e = summary.errors

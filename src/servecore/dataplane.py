@@ -551,7 +551,8 @@ class DataPlane:
             datatype = v2_datatype(array.dtype)
         if class_count:
             return _classification(
-                name, array, class_count, batched=model.backend.max_batch_size > 0, binary=binary, labels=model.labels
+                name, array, class_count, batched=model.scheduler is not None or model.backend.max_batch_size > 0,
+                binary=binary, labels=model.labels,
             )
         return InferOutput(name, datatype, array.shape, array, binary)
 

@@ -287,3 +287,17 @@ def test_a_labels_file_names_the_classes(repo: Path, serve: Callable[..., Server
     }
     doc = httpx.post(server.url + "/v2/models/m/infer", json=body, timeout=30).json()
     assert doc["outputs"][0]["data"] == ["5.000000:3:fish", "4.000000:2:bird"]
+
+
+def test_a_batching_model_classifies_each_row(repo: Path, serve: Callable[..., ServerProcess]) -> None:
+    """With a batch dimension in the model config (batching on), each row gets its own top k,
+    as Triton does for max_batch_size > 0; without one the whole tensor is classified."""
+    put_version(repo, "m", 1)
+    (repo / "m" / "model.toml").write_text("[batching]\nmax_batch_size = 4\n")
+    server = serve(str(repo))
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [[4, 3, 2, 1], [1, 2, 3, 4]]}],
+        "outputs": [{"name": "y", "parameters": {"classification": 1}}],
+    }
+    out = httpx.post(server.url + "/v2/models/m/infer", json=body, timeout=30).json()["outputs"][0]
+    assert out["shape"] == [2, 1] and out["data"] == ["5.000000:0", "5.000000:3"]

@@ -328,12 +328,21 @@ class ModelManager:
                 continue
             self._install(model)
         # what the policy serves among what could be served; the rest drains
-        servable = [m.version for m in self.models.versions(name) if m.version in definition.versions and (m.ready or m.idle)]
-        keep = set(definition.settings.version_policy.select(servable))
-        for model in self.models.versions(name):
-            if model.version not in keep and (model.ready or model.idle):
-                why = "no longer selected by the version policy" if model.version in definition.versions else "removed from the repository"
-                self._start_drain(model, why)
+        policy = definition.settings.version_policy
+        serving = [m for m in self.models.versions(name) if m.servable]
+        servable = [m.version for m in serving if m.version in definition.versions]
+        keep = set(policy.select(servable))
+        drop = [m for m in serving if m.version not in keep]
+        # A version the policy wants may still be settling (its artefact not yet stable) or
+        # loading: until one is in, the versions serving now keep serving, even those that left
+        # the registry (an alias that moved), so that there is never a moment with none.
+        alive = [v for v in definition.versions if self._failed.get((name, v)) != self._seen.get((name, v))]
+        waiting = [v for v in policy.select(alive) if v not in servable]
+        if waiting and len(drop) == len(serving):
+            return
+        for model in drop:
+            why = "no longer selected by the version policy" if model.version in definition.versions else "removed from the repository"
+            self._start_drain(model, why)
 
     # -- the repository API (explicit mode) ------------------------------------------------------
 

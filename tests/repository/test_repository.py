@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,3 +302,36 @@ def test_a_batching_model_classifies_each_row(repo: Path, serve: Callable[..., S
     }
     out = httpx.post(server.url + "/v2/models/m/infer", json=body, timeout=30).json()["outputs"][0]
     assert out["shape"] == [2, 1] and out["data"] == ["5.000000:0", "5.000000:3"]
+
+
+def test_replacing_a_version_in_one_step_leaves_no_gap(repo: Path, serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """Version 2 renamed in and version 1 removed at once (what a registry does when an alias
+    moves): version 1 serves until version 2 is in, and no request meets a model without one."""
+    put_version(repo, "m", 1)
+    staging = tmp_path / "staging"
+    put_version(staging, "m", 2)
+    server = serve(str(repo), "--model-control", "poll", "--poll-interval", "0.2")
+    seen: list[object] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            while not stop.is_set():
+                body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X}]}
+                response = http.post("/v2/models/m/infer", json=body)
+                seen.append(response.json()["model_version"] if response.status_code == 200 else response.status_code)
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        eventually(lambda: len(seen) > 5, "traffic")
+        os.rename(staging / "m" / "2", repo / "m" / "2")
+        shutil.rmtree(repo / "m" / "1")
+        eventually(lambda: seen[-1] == "2", "version 2 to serve")
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert set(seen) == {"1", "2"}, f"answers other than versions 1 and 2: {set(seen) - {'1', '2'}}"
+    eventually(lambda: states(server.url, "m").get("1", ("",))[0] == "UNLOADED", "version 1 to unload")
+    assert "removed from the repository" in states(server.url, "m")["1"][1]

@@ -50,6 +50,12 @@ def _extensions() -> list[Extension]:
             define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3"],
         ),
+        Extension(
+            "servecore._native.drift",
+            ["src/servecore/_native/drift.pyx"],
+            define_macros=macros,
+            extra_compile_args=["-O3"],
+        ),
     ]
     print("servecore: building the compiled core:", ", ".join(m.name for m in modules))
     return cythonize(modules, compiler_directives=directives)

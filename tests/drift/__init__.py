@@ -1,0 +1,1 @@
+"""Tests of the drift core: profiles, histograms (both implementations), statistics, windows."""

@@ -489,3 +489,42 @@ def test_trace_plugins_env_var(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
     with caplog.at_level(logging.INFO, logger="servecore.plugins"):
         BackendRegistry.from_plugins(_pm())
     assert not [r for r in caplog.records if r.name == "servecore.plugins"]
+
+
+# -- servecore_on_drift_alert ------------------------------------------------------------------
+
+
+class AlertRecorder:
+    def __init__(self) -> None:
+        self.alerts: list[Any] = []
+
+    @hookimpl
+    def servecore_on_drift_alert(self, alert: Any) -> None:
+        self.alerts.append(alert)
+
+
+def test_hook_servecore_on_drift_alert(tmp_path: Path) -> None:
+    from servecore.drift.build import profile_model
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ref.npz", input=rng.standard_normal((2000, 64)).astype(np.float32))
+    built, _ = profile_model(demo_model_path(), tmp_path / "ref.npz", bins=16)
+    built.save(tmp_path / "profile.json")
+    recorder = AlertRecorder()
+    config = ServeConfig(reference_profile=str(tmp_path / "profile.json"), drift_window_rows=400, drift_window_seconds=3600)
+    dp = DataPlane(config=config, pm=_pm(("alerts", recorder)))
+    dp.load_models()
+    try:
+        monitor = dp.model("mlp", None).monitor
+        assert monitor is not None
+        for _ in range(3 * 400 // 50):  # three windows shifted by 2 sigma: 2 of 3 drift, alerts open
+            _infer(dp, "mlp", "input", (rng.standard_normal((50, 64)) + 2).astype(np.float32))
+        monitor.flush()
+        opened = [a for a in recorder.alerts if a.open]
+        assert {a.feature for a in opened} >= {"input[0]", "input[63]"}
+        alert = next(a for a in opened if a.feature == "input[0]")
+        assert (alert.model, alert.version) == ("mlp", "1")
+        assert alert.statistics["status"] == "drift" and alert.statistics["psi"]["value"] > 0.25
+        assert all(not a.open for a in recorder.alerts if a not in opened)  # nothing cleared yet
+    finally:
+        dp.close()

@@ -142,6 +142,77 @@ def info(model: Path, as_json: bool) -> None:
         click.echo(format_description(description))
 
 
+@main.group()
+def profile() -> None:
+    """Reference profiles for drift monitoring."""
+
+
+@profile.command("build")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--data", "data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reference data: .npz (one array per input), .npy (one input), .csv or .parquet (columns).",
+)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Profile JSON to write.")
+@click.option("--bins", default=64, show_default=True, help="Quantile bins per numeric feature (ties collapse them).")
+@click.option("--top-k", default=256, show_default=True, help="Vocabulary size per categorical feature.")
+def profile_build(model: Path, data: Path, output: Path, bins: int, top_k: int) -> None:
+    """Run MODEL over reference data and profile its inputs and outputs (serve it with --reference-profile)."""
+    from servecore.drift.build import profile_model
+
+    _setup_logging("warning")
+    try:
+        built, summary = profile_model(model, data, bins=bins, top_k=top_k)
+    except ServecoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(FAILURE)
+    built.save(output)
+    click.echo(
+        f"profiled {summary['rows']} rows: {summary['features']} features "
+        f"({summary['numeric']} numeric, {summary['categorical']} categorical); sha256 {summary['sha256']}; "
+        f"wrote {output}"
+    )
+
+
+@main.group()
+def drift() -> None:
+    """Drift reports from a running server."""
+
+
+@drift.command("report")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The server's base URL.")
+@click.option("--model", "model_name", required=True, help="The model.")
+@click.option("--version", "model_version", default=None, help="A model version (default: the served one).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
+@click.option("--api-key", envvar="SERVECORE_API_KEY", default=None, help="Bearer key, when the server wants one.")
+def drift_report(url: str, model_name: str, model_version: str | None, output: Path, api_key: str | None) -> None:
+    """Write an HTML page of MODEL's latest drift window: each feature's reference and current
+    histograms over each other and its statistics, drifting features first."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    from servecore.drift.html import render
+
+    path = f"/v2/models/{model_name}" + (f"/versions/{model_version}" if model_version else "") + "/drift"
+    request = urllib.request.Request(url.rstrip("/") + path)
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            report = orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        click.echo(f"error: {url}{path} answered {exc.code}: {detail}", err=True)
+        sys.exit(FAILURE)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"error: cannot reach {url}: {exc}", err=True)
+        sys.exit(FAILURE)
+    output.write_text(render(report), encoding="utf-8")
+    click.echo(f"wrote {output}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def plugins(as_json: bool) -> None:

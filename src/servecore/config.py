@@ -84,6 +84,41 @@ class ServeConfig:
         "Load pickle-based artefacts (joblib, skops with untrusted types) whose sha256 is not pinned "
         "in model.toml. Pickles execute code when loaded: only for files you trust.",
     )
+    reference_profile: str | None = _opt(
+        None,
+        "Monitor drift against this reference profile (servecore profile build): every executed "
+        "request's inputs and outputs are binned off the request path, and each window is compared "
+        "with the reference. A repository model names its own in model.toml.",
+        metavar="FILE",
+    )
+    drift_window_seconds: float = _opt(60.0, "Drift and performance windows: seconds per window.", metavar="SECONDS")
+    drift_window_rows: int = _opt(
+        0, "Drift windows: also close a window once it holds this many rows (0: by time only).", metavar="ROWS"
+    )
+    drift_queue_rows: int = _opt(
+        65536,
+        "Rows waiting to be binned at most; beyond that rows are skipped and counted, so monitoring "
+        "never slows serving.",
+        metavar="ROWS",
+    )
+    monitor_task: Literal["auto", "classification", "regression"] = _opt(
+        "auto",
+        "What the prediction output holds, for label feedback: auto (classification for integer, "
+        "string or bool outputs and for float scores of several columns, taking the argmax; "
+        "regression for one float per row).",
+    )
+    monitor_prediction: str = _opt(
+        "", "The output that holds the prediction, for label feedback (default: the first output).", metavar="OUTPUT"
+    )
+    positive_class: str = _opt(
+        "", "Classification: the class whose sensitivity, specificity and precision are reported.", metavar="LABEL"
+    )
+    feedback_ttl_seconds: float = _opt(
+        86400.0, "How long a prediction waits for its label (POST .../feedback).", metavar="SECONDS"
+    )
+    feedback_max_pending: int = _opt(
+        100_000, "Most predictions waiting for a label per model version; the oldest go first.", metavar="N"
+    )
     host: str = _opt("127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
     port: int = _opt(8000, "TCP port for HTTP.")
     providers: str | None = _opt(
@@ -199,6 +234,11 @@ class ServeConfig:
             raise ConfigError(f"intra_op_threads must be >= 0, not {self.intra_op_threads}")
         if self.not_ready_status not in (400, 503):
             raise ConfigError(f"not_ready_status must be 400 or 503, not {self.not_ready_status}")
+        if self.drift_window_seconds <= 0 or self.feedback_ttl_seconds <= 0:
+            raise ConfigError("drift_window_seconds and feedback_ttl_seconds must be > 0")
+        for name in ("drift_window_rows", "drift_queue_rows", "feedback_max_pending"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.poll_interval <= 0:
             raise ConfigError(f"poll_interval must be > 0, not {self.poll_interval}")
         if self.idle_unload_seconds < 0:

@@ -26,6 +26,7 @@ from servecore.errors import (
     AuthenticationError,
     BackendError,
     ForbiddenError,
+    ModelNotFoundError,
     InvalidInputError,
     ModelLoadError,
     ServecoreError,
@@ -50,6 +51,8 @@ from servecore.warmup import WarmupRun, batch_sizes, generated_feeds, run_warmup
 
 if TYPE_CHECKING:
     import pluggy
+
+    from servecore.drift.monitor import Alert, ModelMonitor
 
     from servecore.config import ServeConfig
 
@@ -130,6 +133,7 @@ class DataPlane:
             on_cold_start=lambda model, seconds: self.metrics.observe_cold_start(model.name, model.version, seconds),
         )
         self.metrics.set_model_states(lambda: [(e.name, e.version, e.state) for e in self.manager.index()])
+        self.metrics.monitors = lambda: [m.monitor for m in self.models if m.monitor is not None]
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class DataPlane:
             except OSError as exc:
                 raise ModelLoadError(f"model {model.name!r}: cannot read labels {settings.labels_file}: {exc.strerror}") from exc
         self._start_batching(model)
+        if model.monitor is None:
+            model.monitor = self._monitor(model)
         if not (self.config.warmup if settings.warmup is None else settings.warmup):
             return
         runs: list[WarmupRun] = []
@@ -178,6 +184,44 @@ class DataPlane:
         logger.info(
             "model %s version %s warmed up: %d run(s) in %.3f s", model.name, model.version, report.runs, report.seconds
         )
+
+    def _monitor(self, model: ModelVersion) -> ModelMonitor | None:
+        """Drift monitoring for *model* when it has a reference profile. A profile that cannot be
+        used disables monitoring with an error in the log; it never stops the model serving."""
+        settings, config = model.source.settings, model.config
+        path = settings.reference_profile or (Path(config.reference_profile) if config.reference_profile else None)
+        if path is None:
+            return None
+        from servecore.drift import load_drift
+        from servecore.drift.errors import ProfileError
+        from servecore.drift.monitor import ModelMonitor
+        from servecore.drift.profile import ReferenceProfile
+
+        try:
+            profile = ReferenceProfile.load(path)
+        except ProfileError as exc:
+            logger.error("model %s version %s: drift monitoring is off: %s", model.name, model.version, exc.message)
+            self._notify(ModelEvent(model.name, model.version, "monitoring_disabled", exc.message, model.backend_name))
+            return None
+        monitor = ModelMonitor(
+            model=model.name, version=model.version, profile=profile,
+            core=load_drift(pure_python=config.pure_python),
+            window_seconds=config.drift_window_seconds, window_rows=config.drift_window_rows,
+            queue_rows=config.drift_queue_rows, task=config.monitor_task, prediction=config.monitor_prediction,
+            positive_class=config.positive_class, feedback_ttl_s=config.feedback_ttl_seconds,
+            feedback_max_pending=config.feedback_max_pending, on_alert=self._alert,
+        )
+        logger.info(
+            "model %s version %s: drift monitoring against %s (%d features, profile %s)",
+            model.name, model.version, path, len(profile.features), profile.sha256[:12],
+        )
+        return monitor
+
+    def _alert(self, alert: Alert) -> None:
+        try:
+            self.pm.hook.servecore_on_drift_alert(alert=alert)
+        except Exception:  # a broken observer must not break monitoring
+            logger.exception("a servecore_on_drift_alert implementation failed for %s", alert)
 
     def _batching_core(self) -> BatchingCore:
         if self._batching is None:
@@ -376,6 +420,9 @@ class DataPlane:
             self.metrics.count_rejected(model.name, model.version, "invalid")
             raise
         names = [name for name, _, _ in wanted if name != ALL_OUTPUTS]
+        monitor = model.monitor
+        if monitor is not None:
+            names = [spec.name for spec in model.backend.outputs]  # the monitor watches every output
         series = model.series
         # rows in this request: the leading dimension when the model batches (checked by _feeds)
         rows = request.inputs[0].shape[0] if model.batched else 1
@@ -406,6 +453,8 @@ class DataPlane:
             raise BackendError(f"model {model.name!r} version {model.version}: {exc}") from exc
         finally:
             inflight.dec()
+        if monitor is not None:
+            self._observe(monitor, request, feeds, result, rows)
         done = time.perf_counter_ns()
         request_ns = done - start
         model.stats.record_success(rows, request_ns, began - submitted, submitted - start, ended - began, done - ended)
@@ -439,12 +488,43 @@ class DataPlane:
             raise
         finally:
             inflight.dec()
+        if model.monitor is not None:
+            self._observe(model.monitor, request, feeds, result, rows)
         request_ns = time.perf_counter_ns() - start
         model.stats.record_request(rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
         series.success.inc()
         series.request.observe(request_ns / 1e9)
         series.queue.observe(timing.queue_ns / 1e9)
         return InferenceResponse(model.name, model.version, outputs, id=request.id)
+
+    # -- monitoring ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _observe(
+        monitor: ModelMonitor, request: InferenceRequest, feeds: Mapping[str, np.ndarray],
+        result: Mapping[str, np.ndarray], rows: int,
+    ) -> None:
+        monitor.observe({**feeds, **result}, rows)
+        if request.id:
+            monitor.record_prediction(request.id, result)
+
+    def _monitored(self, name: str, version: str | None) -> ModelMonitor:
+        model = self.models.get(name, version)
+        if model.monitor is None:
+            raise ModelNotFoundError(
+                f"model {name!r} version {model.version} is not monitored (give it a reference profile: "
+                "--reference-profile or reference_profile in model.toml)"
+            )
+        return model.monitor
+
+    def drift_report(self, name: str, version: str | None) -> dict[str, Any]:
+        return self._monitored(name, version).report()
+
+    def feedback(self, name: str, version: str | None, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Join labels to the predictions of earlier requests (by request id)."""
+        monitor = self._monitored(name, version)
+        outcomes = monitor.feedback(items)
+        return {"model_name": name, "model_version": monitor.version, "received": len(items), "outcomes": outcomes}
 
     # -- the repository extension ----------------------------------------------------------------
 

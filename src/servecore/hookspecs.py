@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from servecore.config import ServeConfig
+    from servecore.drift.monitor import Alert
     from servecore.types import Authenticator, ModelEvent, ModelRegistry
 
 PROJECT = "servecore"
@@ -112,4 +113,22 @@ def servecore_on_model_event(event: ModelEvent) -> None:
     An exception raised by an implementation is logged and otherwise ignored.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def servecore_on_drift_alert(alert: Alert) -> None:
+    """A drift alert opened or cleared.
+
+    :param alert: a :class:`~servecore.drift.monitor.Alert` naming the model, version and
+        feature, whether the alert is now ``open``, the ``window`` id that decided it, and the
+        feature's ``statistics`` in that window (PSI, Jensen-Shannon, KS or chi-square p-value,
+        Wasserstein over the reference sigma, missing rate, counts) as JSON-ready data.
+
+    An alert opens when k of the last m evaluated windows of a feature drifted (significant after
+    the Bonferroni correction AND an effect size above its threshold) and clears when fewer do.
+    Called on the model's monitoring thread, once per change; an exception raised by an
+    implementation is logged and otherwise ignored.
+
+    .. versionadded:: 0.2
     """

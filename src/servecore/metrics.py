@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 
@@ -149,6 +149,8 @@ class Metrics:
         self._series: dict[tuple[str, str], ModelSeries] = {}
         self.cold_starts: dict[tuple[str, str], LatencyHistogram] = {}
         self.model_states: Callable[[], list[tuple[str, str, str]]] = list
+        #: the monitors of the served versions (drift.monitor.ModelMonitor), read at scrape time
+        self.monitors: Callable[[], list[Any]] = list
         self.registry.register(_Collector(self))
 
     def set_model_states(self, source: Callable[[], list[tuple[str, str, str]]]) -> None:
@@ -222,6 +224,7 @@ class _Collector:
         for (model, version), h in sorted(m.cold_starts.items()):
             cold.add_metric([model, version], h.cumulative(), h.total)
         yield cold
+        yield from _monitoring_families(m.monitors())
         yield GaugeMetricFamily("servecore_inflight_requests", "Inference requests being processed.", value=m.inflight.value)
         errors = CounterMetricFamily(
             "servecore_http_errors", "Requests answered with an error status, by status code.", labels=["status"]
@@ -265,3 +268,56 @@ def _batching_families(series: list[tuple[tuple[str, str], ModelSeries]]) -> Ite
         expired.add_metric([model, version], s.expired.value)
         padding.add_metric([model, version], s.padding_elements.value)
     yield from (sizes, execution, reasons, rejected, expired, padding)
+
+
+def _monitoring_families(monitors: list[Any]) -> Iterator[Metric]:
+    """Drift per feature (last closed window) and performance per model version (latest window)."""
+    labels = ["model", "version", "feature"]
+    gauges = {
+        "psi": GaugeMetricFamily("servecore_drift_psi", "Population stability index, last closed window.", labels=labels),
+        "js": GaugeMetricFamily("servecore_drift_js", "Jensen-Shannon distance (base 2), last closed window.", labels=labels),
+        "ks": GaugeMetricFamily("servecore_drift_ks_p_value", "KS test p-value of a numeric feature, last closed window.", labels=labels),
+        "p": GaugeMetricFamily("servecore_drift_p_value", "p-value of the feature's test (KS or chi-square), last closed window.", labels=labels),
+        "missing": GaugeMetricFamily("servecore_drift_missing_rate", "Share of missing values, last closed window.", labels=labels),
+        "alert": GaugeMetricFamily("servecore_drift_alert", "1 while the feature's drift alert is open.", labels=labels),
+    }
+    rows = CounterMetricFamily("servecore_drift_rows", "Rows binned by drift monitoring.", labels=["model", "version"])
+    skipped = CounterMetricFamily(
+        "servecore_drift_skipped_rows", "Rows not binned because the monitoring queue was full.", labels=["model", "version"]
+    )
+    feedback = CounterMetricFamily(
+        "servecore_feedback_labels", "Labels received, by outcome (joined, unknown, duplicate, late, mismatch).",
+        labels=["model", "version", "outcome"],
+    )
+    performance = {
+        name: GaugeMetricFamily(f"servecore_model_{name}", f"Model {name} from label feedback, latest window.", labels=["model", "version"])
+        for name in ("accuracy", "sensitivity", "specificity", "precision", "mae", "rmse")
+    }
+    for monitor in monitors:
+        key = [monitor.model, monitor.version]
+        rows.add_metric(key, monitor.rows_seen)
+        skipped.add_metric(key, monitor.rows_skipped)
+        for outcome in ("joined", "unknown", "duplicate", "late", "mismatch"):
+            feedback.add_metric([*key, outcome], monitor.pending.counts[outcome])
+        report = monitor.latest
+        for name, on in sorted(monitor.alerts.items()):
+            gauges["alert"].add_metric([*key, name], 1.0 if on else 0.0)
+        if report is not None:
+            for feature in report.features:
+                series = [*key, feature.name]
+                gauges["psi"].add_metric(series, feature.psi.value)
+                gauges["js"].add_metric(series, feature.js)
+                gauges["p"].add_metric(series, feature.p_value)
+                if feature.ks is not None:
+                    gauges["ks"].add_metric(series, feature.ks.p_value)
+                gauges["missing"].add_metric(series, feature.missing.current)
+        latest = monitor.performance.latest() if monitor.performance is not None else None
+        for name, family in performance.items():
+            value = (latest or {}).get(name)
+            if isinstance(value, dict):
+                value = value.get("value")
+            if value is not None:
+                family.add_metric(key, float(value))
+    yield from gauges.values()
+    yield from (rows, skipped, feedback)
+    yield from performance.values()

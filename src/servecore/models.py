@@ -24,6 +24,7 @@ from servecore.types import Backend, BackendLoader, BackendRegistration, ModelEv
 
 if TYPE_CHECKING:
     from servecore.batching.scheduler import Scheduler
+    from servecore.drift.monitor import ModelMonitor
     from servecore.config import ServeConfig
 
 logger = logging.getLogger("servecore.models")
@@ -118,6 +119,8 @@ class ModelVersion:
     labels: tuple[str, ...] = ()
     #: set when its release has begun (see :func:`release`); cleared when it is opened again
     releasing: bool = False
+    #: drift and performance monitoring, when the model has a reference profile
+    monitor: ModelMonitor | None = None
     inputs_by_name: dict[str, TensorSpec] = field(init=False)
     outputs_by_name: dict[str, TensorSpec] = field(init=False)
     #: whether every input has a variable leading (batch) dimension
@@ -287,6 +290,8 @@ def release(model: ModelVersion, timeout: float | None, notify: Callable[[ModelE
             notify(ModelEvent(model.name, model.version, UNLOADED, why, model.backend_name))
             return False
         executor.shutdown(wait=True)
+    if model.monitor is not None and not model.idle:  # an idle model keeps its windows for when it wakes
+        model.monitor.close()
     try:
         model.backend.close()
     finally:

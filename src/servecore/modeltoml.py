@@ -24,6 +24,12 @@ field is an error naming the file and the key, so a typo never silently changes 
     default_timeout_us = 0
     pad_inputs = "x=0"
 
+    [monitoring]                     # the --drift-* / --monitor-* / --feedback-* options
+    window_seconds = 60
+    task = "classification"          # auto | classification | regression
+    prediction = "label"             # the output holding the prediction
+    positive_class = "1"
+
     [warmup]
     enabled = true                   # default: as --warmup says
     generate = true                  # zero inputs, one run per batch size the scheduler forms
@@ -53,7 +59,18 @@ FILENAME = "model.toml"
 
 _TOP_KEYS = {
     "backend", "owner", "description", "labels", "reference_profile", "instances", "providers",
-    "intra_op_threads", "versions", "batching", "warmup", "sha256", "inputs", "outputs",
+    "intra_op_threads", "versions", "batching", "warmup", "sha256", "inputs", "outputs", "monitoring",
+}
+#: [monitoring] keys and their ServeConfig fields
+_MONITORING_KEYS = {
+    "window_seconds": ("drift_window_seconds", (int, float)),
+    "window_rows": ("drift_window_rows", int),
+    "queue_rows": ("drift_queue_rows", int),
+    "task": ("monitor_task", str),
+    "prediction": ("monitor_prediction", str),
+    "positive_class": ("positive_class", str),
+    "feedback_ttl_seconds": ("feedback_ttl_seconds", (int, float)),
+    "feedback_max_pending": ("feedback_max_pending", int),
 }
 #: [batching] keys and the ServeConfig field each sets
 _BATCHING_KEYS = {
@@ -129,6 +146,11 @@ def parse_model_settings(data: Mapping[str, Any], *, where: str, base: Path) -> 
     if threads is not None:
         overrides["intra_op_threads"] = threads
     overrides.update(_batching(top.table_of("batching", _BATCHING_KEYS)))
+    monitoring = top.table_of("monitoring", set(_MONITORING_KEYS))
+    for key, (field_name, kind) in _MONITORING_KEYS.items():
+        value = monitoring.get(key, kind)
+        if value is not None:
+            overrides[field_name] = value
     warmup = top.table_of("warmup", {"enabled", "generate", "samples"})
     samples = warmup.get("samples", list, [])
     if not all(isinstance(s, str) for s in samples):

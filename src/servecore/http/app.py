@@ -89,18 +89,50 @@ class Endpoints:
 
     # -- the repository extension ----------------------------------------------------------------
 
-    async def _json_body(self, receive: Receive, scope: Scope) -> dict[str, Any]:
-        """A small optional JSON object body (empty means ``{}``)."""
-        body = await bodies.read_body(receive, content_length=None, limit=min(self.max_body, 1 << 20), watch=self.stall_watch)
+    async def _json(self, receive: Receive) -> Any:
+        """A JSON request body (None when empty)."""
+        body = await bodies.read_body(receive, content_length=None, limit=self.max_body, watch=self.stall_watch)
         if not body.strip():
-            return {}
+            return None
         try:
-            doc = orjson.loads(body)
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInputError(f"the request body is not valid JSON: {exc}") from None
+
+    async def _json_body(self, receive: Receive, scope: Scope) -> dict[str, Any]:
+        """A small optional JSON object body (empty means ``{}``)."""
+        doc = await self._json(receive)
+        if doc is None:
+            return {}
         if not isinstance(doc, dict):
             raise InvalidInputError("the request body must be a JSON object")
         return doc
+
+    # -- monitoring -------------------------------------------------------------------------------
+
+    async def drift(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, self.dp.drift_report(*_model_args(scope)))
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name, version = _model_args(scope)
+        self.dp.model(name, version)  # 404 before reading the body
+        doc = await self._json(receive)
+        entries = doc if isinstance(doc, list) else [doc]
+        if not entries or doc is None:
+            raise InvalidInputError('send {"id": <request id>, "label": <label>} or a non-empty list of them')
+        items: list[tuple[str, Any]] = []
+        for number, entry in enumerate(entries):
+            where = f"entry {number}" if isinstance(doc, list) else "the body"
+            if not isinstance(entry, dict) or "id" not in entry or "label" not in entry:
+                raise InvalidInputError(f'{where} must be an object with "id" and "label"')
+            request_id = entry["id"]
+            if isinstance(request_id, bool) or not isinstance(request_id, (str, int)) or request_id == "":
+                raise InvalidInputError(f"{where}: 'id' must be the request's id (a non-empty string)")
+            label = entry["label"]
+            if label is None or isinstance(label, dict):
+                raise InvalidInputError(f"{where}: 'label' must be a class, a number or a list of them (one per row)")
+            items.append((str(request_id), label))
+        await send_json(send, 200, self.dp.feedback(name, version, items))
 
     async def repository_index(self, scope: Scope, receive: Receive, send: Send) -> None:
         doc = await self._json_body(receive, scope)
@@ -296,6 +328,8 @@ class ServecoreApp:
                 ("config", "GET", e.model_config),
                 ("stats", "GET", e.model_statistics),
                 ("infer", "POST", e.infer),
+                ("drift", "GET", e.drift),
+                ("feedback", "POST", e.feedback),
             )
         }
 

@@ -203,6 +203,23 @@ class DataPlane:
             logger.error("model %s version %s: drift monitoring is off: %s", model.name, model.version, exc.message)
             self._notify(ModelEvent(model.name, model.version, "monitoring_disabled", exc.message, model.backend_name))
             return None
+        from servecore.drift.monitor import unmatched_features
+
+        tensors = [spec.name for spec in (*model.backend.inputs, *model.backend.outputs)]
+        unmatched = unmatched_features(profile.names, tensors)
+        if len(unmatched) == len(profile.names):
+            message = (
+                f"the reference profile {path} does not match the model: its features come from "
+                f"{', '.join(sorted({f.split('[')[0] for f in unmatched})[:5])}, the model's tensors are {', '.join(tensors)}"
+            )
+            logger.error("model %s version %s: drift monitoring is off: %s", model.name, model.version, message)
+            self._notify(ModelEvent(model.name, model.version, "monitoring_disabled", message, model.backend_name))
+            return None
+        if unmatched:
+            logger.warning(
+                "model %s version %s: %d profile features match no tensor of the model (%s...): they are "
+                "counted as missing columns in every window", model.name, model.version, len(unmatched), unmatched[0],
+            )
         monitor = ModelMonitor(
             model=model.name, version=model.version, profile=profile,
             core=load_drift(pure_python=config.pure_python),

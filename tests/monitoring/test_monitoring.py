@@ -234,3 +234,16 @@ def test_a_bad_profile_leaves_the_model_serving_unmonitored(serve: Callable[...,
     assert "drift monitoring is off" in server.stderr()
     response = httpx.post(server.url + "/v2/models/mlp/feedback", json={"id": "a", "label": 1})
     assert response.status_code == 404
+
+
+def test_a_profile_of_another_model_is_reported_not_applied(
+    serve: Callable[..., ServerProcess], profile: Path, tmp_path: Path
+) -> None:
+    """The demo MLP's profile on the row_sum model: no feature matches, monitoring is off with
+    the reason, and the model serves."""
+    model = row_sum(tmp_path / "row_sum.onnx")
+    server = serve(str(model), "--reference-profile", str(profile))
+    send(server.url, np.ones((2, 3), dtype=np.float32), model="row_sum", name="x")
+    response = httpx.get(server.url + "/v2/models/row_sum/drift")
+    assert response.status_code == 404
+    assert "does not match the model" in server.stderr()

@@ -33,6 +33,9 @@ from servecore.drift.windows import DriftWindows
 
 logger = logging.getLogger("servecore.drift")
 
+#: most rows binned in one go (the queued requests concatenated)
+DRAIN_ROWS = 8192
+
 
 def tensor_columns(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Feature columns of batched tensors: ``name`` for a [rows] tensor, ``name[j]`` for the j-th
@@ -49,6 +52,18 @@ def tensor_columns(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         for j in range(flat.shape[1]):
             columns[f"{name}[{j}]"] = flat[:, j]
     return columns
+
+
+def feature_tensor(feature: str) -> str:
+    """The tensor a feature comes from: ``x`` for ``x[3]`` and for ``x``."""
+    return feature.rsplit("[", 1)[0] if feature.endswith("]") else feature
+
+
+def unmatched_features(features: Sequence[str], tensors: Sequence[str]) -> list[str]:
+    """The profile features that no tensor of the model can produce (a profile built for
+    another model, or for another version's signature)."""
+    names = set(tensors)
+    return [f for f in features if feature_tensor(f) not in names]
 
 
 def predictions_of(array: np.ndarray, task: str) -> list[Any]:
@@ -142,8 +157,10 @@ class ModelMonitor:
         self.latest: WindowReport | None = None
         self._reference_detail = json.loads(profile.to_json())["features"]
         self._queue: deque[tuple[Mapping[str, np.ndarray], int]] = deque()
-        self._lock = threading.Lock()  # guards the queue and the windows
+        self._lock = threading.Lock()  # guards the queue (held for a moment only)
         self._wake = threading.Condition(self._lock)
+        self._windows_lock = threading.Lock()  # guards the windows (held while binning)
+        self._busy = False  # a drained batch is being binned
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"servecore-drift-{model}", daemon=True)
         self._thread.start()
@@ -203,21 +220,46 @@ class ModelMonitor:
                     self._wake.wait(timeout=self._next_close())
                 if self._stopped and not self._queue:
                     return
-                batch = self._queue.popleft() if self._queue else None
-                if batch is not None:
-                    self.rows_queued -= batch[1]
-                try:
+                batch = self._drain()
+            try:
+                with self._windows_lock:
                     if batch is None:
                         report = self.windows.poll()
                         reports = [report] if report is not None else []
                     else:
-                        reports = self.windows.observe(tensor_columns(batch[0]))
-                        self.rows_seen += batch[1]
-                except Exception:  # a monitoring bug must never reach serving
-                    logger.exception("drift monitoring of %s version %s failed on a batch", self.model, self.version)
-                    continue
+                        tensors, rows = batch
+                        reports = self.windows.observe(tensor_columns(tensors))
+                        self.rows_seen += rows
+            except Exception:  # a monitoring bug must never reach serving
+                logger.exception("drift monitoring of %s version %s failed on a batch", self.model, self.version)
+                reports = []
+            finally:
+                with self._lock:
+                    self._busy = False
             for report in reports:
                 self._closed(report)
+
+    def _drain(self) -> tuple[dict[str, np.ndarray], int] | None:
+        """Take the queued requests (called with the queue lock held) as one batch: each tensor
+        concatenated along its rows, so the per-feature work is paid once per wake-up, not once
+        per request. Requests whose tensors do not line up stay queued for the next batch."""
+        if not self._queue:
+            return None
+        first, rows = self._queue.popleft()
+        parts: dict[str, list[np.ndarray]] = {name: [np.asarray(a)] for name, a in first.items()}
+        while self._queue and rows < DRAIN_ROWS:
+            tensors, n = self._queue[0]
+            if tensors.keys() != parts.keys() or any(
+                np.asarray(tensors[name]).shape[1:] != parts[name][0].shape[1:] for name in parts
+            ):
+                break
+            self._queue.popleft()
+            for name, array in tensors.items():
+                parts[name].append(np.asarray(array))
+            rows += n
+        self.rows_queued -= rows
+        self._busy = True
+        return {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in parts.items()}, rows
 
     def _next_close(self) -> float:
         now = time.time()
@@ -244,7 +286,7 @@ class ModelMonitor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._queue:
+                if not self._queue and not self._busy:
                     return
             time.sleep(0.005)
 
@@ -258,7 +300,7 @@ class ModelMonitor:
 
     def report(self) -> dict[str, Any]:
         """The JSON drift report: the reference, recent windows (newest last), open alerts, counters."""
-        with self._lock:
+        with self._windows_lock:
             closed = [report_dict(report) for _, report in self.windows.closed]
             current = {"window_id": self.windows.current.window_id, "rows": self.windows.current.rows}
         return {

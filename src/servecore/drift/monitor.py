@@ -35,6 +35,8 @@ logger = logging.getLogger("servecore.drift")
 
 #: most rows binned in one go (the queued requests concatenated)
 DRAIN_ROWS = 8192
+#: how long the worker lets requests gather before binning them together
+GATHER_S = 0.05
 
 
 def tensor_columns(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -161,6 +163,7 @@ class ModelMonitor:
         self._wake = threading.Condition(self._lock)
         self._windows_lock = threading.Lock()  # guards the windows (held while binning)
         self._busy = False  # a drained batch is being binned
+        self._waiting = False  # the worker waits for work
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"servecore-drift-{model}", daemon=True)
         self._thread.start()
@@ -175,7 +178,8 @@ class ModelMonitor:
                 return
             self._queue.append((tensors, rows))
             self.rows_queued += rows
-            self._wake.notify()
+            if self._waiting:
+                self._wake.notify()
 
     def record_prediction(self, request_id: str, outputs: Mapping[str, np.ndarray]) -> None:
         """Keep *request_id*'s predictions (one per row) until its label comes."""
@@ -217,9 +221,17 @@ class ModelMonitor:
         while True:
             with self._lock:
                 if not self._queue and not self._stopped:
+                    self._waiting = True
                     self._wake.wait(timeout=self._next_close())
+                    self._waiting = False
                 if self._stopped and not self._queue:
                     return
+                gather = bool(self._queue) and self.rows_queued < DRAIN_ROWS and not self._stopped
+            if gather:
+                # let requests gather for a moment: the per-feature work is then paid once for
+                # many of them, and this thread takes less of the GIL from the server
+                time.sleep(GATHER_S)
+            with self._lock:
                 batch = self._drain()
             try:
                 with self._windows_lock:

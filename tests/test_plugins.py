@@ -528,3 +528,60 @@ def test_hook_servecore_on_drift_alert(tmp_path: Path) -> None:
         assert all(not a.open for a in recorder.alerts if a not in opened)  # nothing cleared yet
     finally:
         dp.close()
+
+
+# -- servecore_register_audit_sinks ------------------------------------------------------------
+
+
+class ListSink:
+    """An audit sink keeping records in memory (a third-party sink would ship them somewhere)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    def ensure_accepting(self) -> None:
+        pass
+
+    def submit(self, event: Any) -> None:
+        self.events.append(dict(event))
+
+    def submit_durable(self, event: Any) -> Any:
+        from concurrent.futures import Future
+
+        self.submit(event)
+        done: Future[int] = Future()
+        done.set_result(len(self.events) - 1)
+        return done
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class ListSinkPlugin:
+    def __init__(self) -> None:
+        self.sink = ListSink()
+
+    @hookimpl
+    def servecore_register_audit_sinks(self, register: Any, config: ServeConfig) -> None:
+        register(self.sink)
+
+
+def test_hook_servecore_register_audit_sinks(tmp_path: Path) -> None:
+    from servecore.audit.keys import keygen
+
+    keygen(tmp_path / "keys")
+    plugin = ListSinkPlugin()
+    dp = DataPlane(config=ServeConfig(audit_keys=str(tmp_path / "keys")), pm=_pm(("list-sink", plugin)))
+    dp.load_models()
+    dp.close()
+    events = [e["event"] for e in plugin.sink.events]
+    assert events == ["startup", "model_load", "model_unload", "shutdown"]
+    assert plugin.sink.events[1]["model"]["name"] == "mlp" and plugin.sink.closed
+    # a sink without --audit-keys is a configuration error: records are pseudonymised with them
+    with pytest.raises(ConfigError, match="--audit-keys"):
+        DataPlane(config=ServeConfig(), pm=_pm(("list-sink", ListSinkPlugin())))

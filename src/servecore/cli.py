@@ -142,6 +142,15 @@ def info(model: Path, as_json: bool) -> None:
         click.echo(format_description(description))
 
 
+def _audit_group() -> click.Group:
+    from servecore.audit_cli import audit
+
+    return audit
+
+
+main.add_command(_audit_group(), "audit")
+
+
 @main.group()
 def profile() -> None:
     """Reference profiles for drift monitoring."""

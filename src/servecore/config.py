@@ -119,6 +119,49 @@ class ServeConfig:
     feedback_max_pending: int = _opt(
         100_000, "Most predictions waiting for a label per model version; the oldest go first.", metavar="N"
     )
+    audit_dir: str | None = _opt(
+        None,
+        "Write a tamper-evident audit log of every inference and model change here (the built-in "
+        "file sink; see 'servecore audit'). Needs --audit-keys.",
+        metavar="DIR",
+    )
+    audit_keys: str | None = _opt(
+        None,
+        "Key directory made by 'servecore audit keygen DIR' (signing, pseudonym and per-subject "
+        "keys); keep it away from the log.",
+        metavar="DIR",
+    )
+    audit_fsync: Literal["always", "interval", "never"] = _opt(
+        "interval",
+        "always: an inference is answered only once its record is on disk; interval: fsync every "
+        "second; never: leave it to the operating system.",
+    )
+    audit_on_failure: Literal["fail-closed", "fail-open"] = _opt(
+        "fail-closed",
+        "When the audit log cannot be written: fail-closed answers new inferences 503; fail-open "
+        "keeps serving, counts the lost records and writes one audit_gap record once writing works.",
+    )
+    audit_checkpoint_every: int = _opt(10_000, "Sign a checkpoint every this many audit records.", metavar="N")
+    audit_checkpoint_seconds: float = _opt(
+        60.0, "... or this many seconds after the first unsigned record (and at shutdown).", metavar="SECONDS"
+    )
+    audit_anchor_dir: str | None = _opt(
+        None, "A second directory (another disk) every signed checkpoint is also written to.", metavar="DIR"
+    )
+    audit_retention_months: int = _opt(
+        6, "Remove whole audit segments this many calendar months after their last record (0: never).", metavar="N"
+    )
+    audit_payloads: bool = _opt(
+        False,
+        "Also keep each request and response body in the audit log, encrypted (AES-GCM) under a key "
+        "of the request's data subject (--audit-subject-header), so erasing that subject's key makes "
+        "them unreadable while the log still verifies. Requests without a subject keep no payload.",
+    )
+    audit_subject_header: str = _opt(
+        "x-data-subject",
+        "Request header naming the data subject of a request (for payload capture and erasure).",
+        metavar="HEADER",
+    )
     host: str = _opt("127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
     port: int = _opt(8000, "TCP port for HTTP.")
     providers: str | None = _opt(

@@ -32,6 +32,7 @@ from servecore.errors import (
     ServecoreError,
     UnavailableError,
 )
+from servecore.auditing import Auditor
 from servecore.lifecycle import ModelManager
 from servecore.metrics import Metrics, ModelSeries
 from servecore.models import READY, BackendRegistry, ModelSet, ModelVersion
@@ -134,11 +135,15 @@ class DataPlane:
         )
         self.metrics.set_model_states(lambda: [(e.name, e.version, e.state) for e in self.manager.index()])
         self.metrics.monitors = lambda: [m.monitor for m in self.models if m.monitor is not None]
+        #: the audit log(s), when an audit sink is configured (--audit-dir)
+        self.auditor = Auditor.from_plugins(pm, config)
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def load_models(self) -> None:
         """Load every configured model (raises ModelLoadError on a failure with --model-control none)."""
+        if self.auditor is not None:
+            self.auditor.startup(__version__)
         self.manager.start()
 
     def background_tasks(self) -> list[Coroutine[Any, Any, None]]:
@@ -235,6 +240,8 @@ class DataPlane:
         return monitor
 
     def _alert(self, alert: Alert) -> None:
+        if self.auditor is not None:
+            self.auditor.drift_alert(alert)
         try:
             self.pm.hook.servecore_on_drift_alert(alert=alert)
         except Exception:  # a broken observer must not break monitoring
@@ -303,9 +310,14 @@ class DataPlane:
         deadline = None if timeout is None else time.monotonic() + timeout
         abandoned = self.manager.close(timeout)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return abandoned + self.models.close(timeout=left)
+        abandoned += self.models.close(timeout=left)
+        if self.auditor is not None:
+            self.auditor.close("shutdown" if not abandoned else f"shutdown, {abandoned} model call(s) abandoned")
+        return abandoned
 
     def _notify(self, event: ModelEvent) -> None:
+        if self.auditor is not None:
+            self.auditor.model_event(event)
         try:
             self.pm.hook.servecore_on_model_event(event=event)
         except Exception:  # a broken observer must not break model loading
@@ -541,6 +553,8 @@ class DataPlane:
         """Join labels to the predictions of earlier requests (by request id)."""
         monitor = self._monitored(name, version)
         outcomes = monitor.feedback(items)
+        if self.auditor is not None:
+            self.auditor.feedback(name, monitor.version, [request_id for request_id, _ in items], outcomes)
         return {"model_name": name, "model_version": monitor.version, "received": len(items), "outcomes": outcomes}
 
     # -- the repository extension ----------------------------------------------------------------

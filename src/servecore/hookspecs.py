@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from servecore.config import ServeConfig
+    from servecore.audit.events import AuditSink
     from servecore.drift.monitor import Alert
     from servecore.types import Authenticator, ModelEvent, ModelRegistry
 
@@ -26,6 +27,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 RegisterBackend = Callable[..., None]
 #: ``register(authenticator)``, handed to :func:`servecore_register_authenticators`.
 RegisterAuthenticator = Callable[["Authenticator"], None]
+#: ``register(sink)``, handed to :func:`servecore_register_audit_sinks`.
+RegisterAuditSink = Callable[["AuditSink"], None]
 #: ``register(scheme, registry)``, handed to :func:`servecore_register_registries`.
 RegisterRegistry = Callable[[str, "ModelRegistry"], None]
 
@@ -72,6 +75,28 @@ def servecore_register_registries(register: RegisterRegistry) -> None:
     Arguments without a registered scheme are paths, resolved by the built-in ``filesystem``
     registry (a model file, or a repository directory ``DIR/<model>/<version>/<artefact>``).
     A scheme registered twice is an error. Called once per server start.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def servecore_register_audit_sinks(register: RegisterAuditSink, config: ServeConfig) -> None:
+    """Register audit sinks: where the audit records of this server go.
+
+    :param register: call ``register(sink)`` with a :class:`~servecore.audit.events.AuditSink`:
+        an object with ``writable`` (a property), ``ensure_accepting()`` (raise
+        :class:`~servecore.audit.errors.AuditUnavailableError` when a record could not be taken
+        now: the inference is then answered 503 under fail-closed), ``submit(event)`` (queue one
+        record, never blocking), ``submit_durable(event)`` (a ``concurrent.futures.Future``
+        resolved once the record is durable) and ``close(timeout)``.
+    :param config: the server's configuration; register nothing when your sink is not configured.
+
+    Records are plain JSON mappings built by :mod:`servecore.audit.events` with the caller's
+    principal already pseudonymised and inputs and outputs as keyed digests (the keys come from
+    ``--audit-keys``), so every sink receives the same privacy-preserving record. The built-in
+    ``audit-file`` plugin registers the tamper-evident file log of ``--audit-dir``. Called once
+    per server start; sinks are closed at shutdown.
 
     .. versionadded:: 0.2
     """

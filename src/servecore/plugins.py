@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("onnxruntime", "servecore.builtins.onnx_backend"),
     ("torch", "servecore.builtins.torch_backend"),
     ("api-keys", "servecore.builtins.api_keys"),
+    ("audit-file", "servecore.builtins.audit_file"),
 )
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT

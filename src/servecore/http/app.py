@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import orjson
 
+from servecore.audit.errors import AuditUnavailableError
+from servecore.auditing import new_request_id
 from servecore.dataplane import DataPlane
 from servecore.types import InferenceRequest, InferenceResponse
 from servecore.errors import InvalidInputError, ServecoreError, TooManyRequestsError, UnsupportedEncodingError
@@ -166,6 +169,9 @@ class Endpoints:
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, version = _model_args(scope)
         model = self.dp.model(name, version)  # an unknown model is a 404 whatever the body holds
+        audit: AuditContext | None = scope.get("servecore.audit")
+        if audit is not None:
+            audit.model = model
         headers = scope["headers"]
         content_length = header_length = encoding = accept = None
         for key, value in headers:
@@ -181,6 +187,8 @@ class Endpoints:
         body = await bodies.read_body(receive, content_length=length, limit=self.max_body, watch=self.stall_watch)
         if encoding is not None:
             body = bodies.decompress(body, encoding, limit=self.max_body)
+        if audit is not None:
+            audit.body = body
         json_length = v2.parse_header_length(header_length, len(body))
         codec = self.dp.codec
         if json_length == 0:
@@ -198,6 +206,11 @@ class Endpoints:
         else:
             request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=codec)
         request.principal = scope.get("servecore.principal")
+        if audit is not None:
+            if request.id is None:
+                request.id = audit.request_id  # echoed in the response: `servecore audit prove` finds it
+            else:
+                audit.request_id = request.id
         if model.scheduler is not None:
             response = await _unless_disconnected(self.dp, request, receive)
         else:
@@ -208,6 +221,9 @@ class Endpoints:
         if json_size is not None:
             extra.append((HEADER_LENGTH, str(json_size).encode()))
             content_type = OCTET_STREAM
+        if audit is not None:
+            await audit.record(self.dp, "ok", response=payload)  # durable first under --audit-fsync always
+            extra.append((b"x-request-id", audit.request_id.encode()))
         coding = bodies.choose_encoding(accept) if accept else None
         if coding is not None:
             payload = bodies.compress(payload, coding)
@@ -256,24 +272,70 @@ async def _unless_disconnected(dp: DataPlane, request: InferenceRequest, receive
         raise ClientDisconnectedError("the client disconnected before the answer was ready") from None
 
 
+class AuditContext:
+    """What the audit record of one inference request needs, gathered as the request is handled."""
+
+    __slots__ = ("body", "done", "model", "request_id", "scope", "started")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.started = time.perf_counter_ns()
+        self.request_id = new_request_id()
+        self.model: Any = None
+        self.body: bytes | None = None
+        self.done = False
+
+    async def record(self, dp: DataPlane, status: str, *, response: bytes | None = None, error_code: str | None = None) -> None:
+        if self.done or dp.auditor is None:
+            return
+        self.done = True
+        principal = self.scope.get("servecore.principal")
+        name, version = _model_args(self.scope)
+        await dp.auditor.inference(
+            request_id=self.request_id, model=self.model, model_name=name, model_version=version, status=status,
+            started_ns=self.started, principal=principal.name if principal is not None else None,
+            headers=_headers(self.scope), body=self.body, response=response, error_code=error_code,
+        )
+
+
+def _audit_status(status: int) -> str:
+    """The audit record status of an HTTP error status."""
+    if status in (401, 403, 429, 503):
+        return "refused"
+    if status in (408, 499, 504):
+        return "timeout"
+    return "error"
+
+
 class _Guarded:
-    """An endpoint as a plain ASGI app: authentication first, ServecoreErrors become JSON errors."""
+    """An endpoint as a plain ASGI app: authentication first, ServecoreErrors become JSON errors.
 
-    __slots__ = ("dp", "endpoint", "authenticate")
+    An *audited* endpoint (inference) records every request in the audit log, answered, failed or
+    refused, before its answer is sent.
+    """
 
-    def __init__(self, dataplane: DataPlane, endpoint: Endpoint, authenticate: bool) -> None:
+    __slots__ = ("audited", "authenticate", "dp", "endpoint")
+
+    def __init__(self, dataplane: DataPlane, endpoint: Endpoint, authenticate: bool, audited: bool = False) -> None:
         self.dp = dataplane
         self.endpoint = endpoint
         self.authenticate = authenticate
+        self.audited = audited and dataplane.auditor is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dp = self.dp
+        audit = None
         try:
+            if self.audited:
+                audit = scope["servecore.audit"] = AuditContext(scope)
+                dp.auditor.ensure_accepting()  # type: ignore[union-attr]  # fail-closed: 503 while it cannot
             if self.authenticate and dp.requires_auth:
                 scope["servecore.principal"] = dp.authenticate(_headers(scope))
             await self.endpoint(scope, receive, send)
         except UnsupportedEncodingError as exc:
             dp.metrics.http_errors.labels("415").inc()
+            if audit is not None:
+                await audit.record(dp, "error", error_code="415")
             await send_error(send, 415, exc.message, headers=[(b"accept-encoding", bodies.ACCEPT_ENCODING.encode())])
         except ServecoreError as exc:
             dp.metrics.http_errors.labels(str(exc.status_code)).inc()
@@ -282,6 +344,9 @@ class _Guarded:
                 headers.append((b"www-authenticate", b"Bearer"))
             elif isinstance(exc, TooManyRequestsError):
                 headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+            if audit is not None and not isinstance(exc, AuditUnavailableError):
+                await audit.record(dp, _audit_status(exc.status_code), error_code=str(exc.status_code))
+                headers.append((b"x-request-id", audit.request_id.encode()))
             await send_error(send, exc.status_code, exc.message, headers=headers)
 
 
@@ -299,7 +364,7 @@ class ServecoreApp:
         public = {e.live, e.ready}
 
         def guard(endpoint: Endpoint) -> _Guarded:
-            return _Guarded(dataplane, endpoint, endpoint not in public)
+            return _Guarded(dataplane, endpoint, endpoint not in public, audited=endpoint == e.infer)
 
         #: exact paths -> {method: endpoint}
         self.static: dict[str, dict[str, _Guarded]] = {

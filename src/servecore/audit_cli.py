@@ -8,18 +8,13 @@ as ``python -m servecore.audit_cli ...``. Exit codes: 0 done (``verify``: intact
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import click
 
 from servecore.audit.errors import AuditError
-
-if TYPE_CHECKING:
-    from servecore.audit.keys import AuditKeys
 
 OK, FAILURE = 0, 1
 
@@ -133,7 +128,29 @@ def prove(directory: Path, request_id: str, pubkey: Path | None) -> None:
 
 
 @audit.command()
-@click.argument("directory", type=_DIR)
+@click.argument("directory", type=_EXISTING_DIR)
+@click.option("--old", "old_size", required=True, type=click.IntRange(min=1),
+              help="Tree size of the earlier checkpoint.")
+@click.option("--new", "new_size", type=click.IntRange(min=1), default=None,
+              help="Tree size of the later checkpoint (default: the latest).")
+@click.option("--pubkey", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The public key set (default: the copy in DIRECTORY).")
+def consistency(directory: Path, old_size: int, new_size: int | None, pubkey: Path | None) -> None:
+    """Print a consistency proof between two signed checkpoints, as JSON: the later tree extends
+    the earlier one (check it with servecore.audit.proof.check_consistency)."""
+    from servecore.audit.keys import KeySet
+    from servecore.audit.proof import consistency as make_proof
+
+    try:
+        keyset = KeySet.load(pubkey) if pubkey is not None else None
+        bundle = make_proof(directory, old_size, new_size, keyset=keyset)
+    except AuditError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(bundle, indent=2, sort_keys=True))
+
+
+@audit.command()
+@click.argument("directory", type=_EXISTING_DIR)
 @click.option("--subject", required=True, help="The data subject's id (as the server saw it).")
 @click.option("--keys", "key_dir", required=True, type=_EXISTING_DIR, help="The key directory.")
 @click.option("--legal-basis", default=None, help="Recorded with the erasure (e.g. 'GDPR 17(1)').")
@@ -148,14 +165,15 @@ def erase(directory: Path, subject: str, key_dir: Path, legal_basis: str | None)
     from servecore.audit.errors import AuditLogLockedError
     from servecore.audit.keys import AuditKeys
     from servecore.audit.log import AuditLog
+    from servecore.audit.spool import write_spool
 
     config = AuditConfig(directory=directory, key_dir=key_dir, fsync="always", retention_months=0)
     try:
         log = AuditLog(config)
     except AuditLogLockedError:
-        try:
-            pid, generation = _erase_for_running_server(directory, AuditKeys(key_dir), subject,
-                                                        legal_basis)
+        try:  # destroy the key now; the server writes the record (see servecore.audit.spool)
+            pid, generation = AuditKeys(key_dir).erase_subject(subject)
+            write_spool(directory, pid, generation, legal_basis)
         except (AuditError, OSError) as exc:
             _fail(str(exc))
         state = "key destroyed" if generation else "no key held for this subject"
@@ -172,23 +190,6 @@ def erase(directory: Path, subject: str, key_dir: Path, legal_basis: str | None)
         log.close()
     found = log.keys.subject_pid(subject)
     click.echo(f"subject {found[:16]}...: erasure recorded as seq {seq}")
-
-
-def _erase_for_running_server(
-    directory: Path, keys: AuditKeys, subject: str, legal_basis: str | None
-) -> tuple[str, str | None]:
-    """Destroy the key now and leave the record to the server holding the log (a spool file)."""
-    from servecore.audit.records import ERASURE_SPOOL, format_ts
-
-    pid, generation = keys.erase_subject(subject)
-    spool = directory / ERASURE_SPOOL
-    spool.mkdir(exist_ok=True)
-    entry = {"pid": pid, "key_generation": generation, "legal_basis": legal_basis,
-             "requested": format_ts(time.time_ns() // 1000)}
-    tmp = spool / f".{pid}.tmp"
-    tmp.write_text(json.dumps(entry))
-    os.replace(tmp, spool / f"{pid}-{time.time_ns()}.json")
-    return pid, generation
 
 
 @audit.command()

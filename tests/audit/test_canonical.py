@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from servecore.audit.canonical import encode, loads, loads_canonical, normalise
+from servecore.audit.canonical import encode, loads, loads_canonical
 from servecore.audit.errors import CanonicalError
 
 
@@ -82,11 +82,12 @@ def test_non_canonical_forms_are_detected(line: bytes) -> None:
         loads_canonical(line)  # ... but not canonical
 
 
-def test_normalise_copies() -> None:
-    source = {"a": [1, {"b": 2}]}
-    copy = normalise(source)
-    source["a"][1]["b"] = 3  # type: ignore[index]
-    assert copy == {"a": [1, {"b": 2}]}
+def test_non_string_keys_are_refused_at_any_depth() -> None:
+    # json.dumps would write {2: .., 10: ..} as {"2":..,"10":..}: out of canonical order
+    with pytest.raises(CanonicalError, match="not a string"):
+        encode({"a": [{"b": {2: "x", 10: "y"}}]})
+    with pytest.raises(CanonicalError, match="not a string"):
+        encode({"a": ({None: 1},)})
 
 
 def test_nesting_is_bounded() -> None:
@@ -94,4 +95,4 @@ def test_nesting_is_bounded() -> None:
     for _ in range(100):
         deep = [deep]
     with pytest.raises(CanonicalError, match="deeper"):
-        normalise(deep)
+        encode(deep)

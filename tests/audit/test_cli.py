@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from servecore.audit.keys import KeySet
-from servecore.audit.proof import check_proof
+from servecore.audit.proof import check_consistency, check_proof
 from servecore.audit.records import parse_ts
 
 from .conftest import FakeClock, LogFactory, run_cli, write_records
@@ -15,7 +15,8 @@ from .conftest import FakeClock, LogFactory, run_cli, write_records
 
 def make_log(open_log: LogFactory, n: int = 30) -> None:
     log = open_log(checkpoint_every=10)
-    write_records(log, n)
+    for start in range(0, n, 10):
+        write_records(log, 10, start=start)
     log.close()
 
 
@@ -106,3 +107,20 @@ def test_export_by_time(open_log: LogFactory, log_dir: Path) -> None:
     exported = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["request_id"] for r in exported] == [f"r{i}" for i in range(5, 10)]
     assert run_cli("export", str(log_dir), "--from", "yesterday", "--to", "x").returncode == 2
+
+
+def test_consistency(open_log: LogFactory, log_dir: Path, key_dir: Path) -> None:
+    make_log(open_log)
+    sizes = [json.loads(line)["tree_size"]
+             for line in (log_dir / "checkpoints.jsonl").read_bytes().splitlines()]
+    assert len(sizes) >= 2
+    done = run_cli("consistency", str(log_dir), "--old", str(sizes[0]))
+    assert done.returncode == 0, done.stderr
+    bundle = json.loads(done.stdout)
+    assert (bundle["old"]["tree_size"], bundle["new"]["tree_size"]) == (sizes[0], sizes[-1])
+    keyset = KeySet.load(key_dir / "signing-keys.json")
+    assert check_consistency(bundle, keyset) is None
+    bundle["consistency_path"][0] = "00" * 32
+    assert check_consistency(bundle, keyset) == "the new checkpoint does not extend the old one"
+    unsigned = run_cli("consistency", str(log_dir), "--old", str(sizes[0] + 1))
+    assert unsigned.returncode == 1 and "no signed checkpoint" in unsigned.stderr

@@ -4,19 +4,19 @@
 * no insignificant whitespace (``,`` and ``:`` separators), UTF-8, non-ASCII written as is;
 * integers in decimal; floats must be finite and are written with Python's shortest
   round-trip ``repr`` (``0.1``, ``1e+16``), so re-encoding a parsed line gives the same bytes;
-* ``NaN``, ``Infinity``, lone surrogates, ``bytes`` and any other type are refused.
+* ``NaN``, ``Infinity``, lone surrogates, non-string keys, ``bytes`` and any other type are
+  refused.
 
-:func:`normalise` validates a value and copies it into plain ``dict``/``list``/``str``/``int``/
-``float``/``bool``/``None``, so a caller mutating its mapping after handing it over changes
-nothing. :func:`loads_canonical` parses a line strictly and checks that it *is* canonical (the
-bytes re-encode to themselves), so an edit that keeps the JSON valid but changes the layout is
-still caught.
+:func:`encode` is the C JSON encoder with those settings behind a small walk that refuses what
+the encoder would quietly convert (non-string keys). Encoding snapshots the value, so a caller
+mutating its mapping afterwards changes nothing. :func:`loads_canonical` parses a line strictly
+and checks that it *is* canonical (the bytes re-encode to themselves), so an edit that keeps the
+JSON valid but changes the layout is still caught.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,56 +25,54 @@ from servecore.audit.errors import CanonicalError
 _MAX_DEPTH = 64
 
 
-def normalise(value: Any, *, _depth: int = 0) -> Any:
-    """A plain, validated copy of *value*; raises :class:`CanonicalError` naming the problem."""
+def check(value: Any, *, _depth: int = 0) -> None:
+    """Refuse what the JSON encoder would otherwise let through: object keys that are not
+    strings (it would write ``{2: .., 10: ..}`` as ``{"2":..,"10":..}``, out of order) and
+    nesting deeper than 64 levels. Numbers, strings and types are checked by :func:`dumps`."""
     if _depth > _MAX_DEPTH:
         raise CanonicalError(f"nested deeper than {_MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CanonicalError(f"{value!r} is not a finite number")
-        return float(value)
-    if isinstance(value, str):
-        _check_text(value)
-        return str(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CanonicalError(f"object key {key!r} is not a string")
-            _check_text(key)
-            out[str(key)] = normalise(item, _depth=_depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [normalise(item, _depth=_depth + 1) for item in value]
-    raise CanonicalError(f"{type(value).__name__} is not a JSON type")
+    kind = type(value)
+    if kind is list or kind is tuple:
+        for item in value:
+            if type(item) not in _SCALARS:
+                check(item, _depth=_depth + 1)
+        return
+    if kind is not dict and not isinstance(value, Mapping):
+        if isinstance(value, (list, tuple)):
+            check(list(value), _depth=_depth)
+        return  # a scalar, or a type dumps() refuses
+    for key, item in value.items():
+        if type(key) is not str and not isinstance(key, str):
+            raise CanonicalError(f"object key {key!r} is not a string")
+        if type(item) not in _SCALARS:
+            check(item, _depth=_depth + 1)
 
 
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalError(f"string is not valid Unicode: {exc.reason}") from None
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def dumps(value: Any) -> bytes:
-    """The canonical bytes of *value*, which must already be :func:`normalise`-d (the writer's
-    fast path); use :func:`encode` for arbitrary input."""
+    """The canonical bytes of a value that passed :func:`check` (the writer's fast path); use
+    :func:`encode` for arbitrary input."""
     try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
+        return _ENCODER.encode(value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalError(f"string is not valid Unicode: {exc.reason}") from None
+    except ValueError as exc:  # NaN and infinities
+        raise CanonicalError(f"{exc} (only finite numbers)") from None
+    except (TypeError, RecursionError) as exc:
         raise CanonicalError(str(exc)) from None
-    return text.encode("utf-8")
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def encode(value: Any) -> bytes:
-    """Validate then encode: ``dumps(normalise(value))``."""
-    return dumps(normalise(value))
+    """Validate then encode: the canonical bytes of *value*."""
+    check(value)
+    return dumps(value)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -107,6 +105,6 @@ def loads(data: bytes) -> Any:
 def loads_canonical(data: bytes) -> Any:
     """Parse *data* strictly and check that it is exactly the canonical encoding of its value."""
     value = loads(data)
-    if encode(value) != data:
+    if dumps(value) != data:
         raise CanonicalError("not in canonical form (key order, spacing or number format)")
     return value

@@ -145,3 +145,21 @@ class AuditSink(Protocol):
     def submit_durable(self, event: Mapping[str, Any]) -> Future[int]: ...
 
     def close(self, timeout: float | None = None) -> None: ...
+
+
+def erasure_record(
+    pid: str, generation: str | None, legal_basis: str | None, *,
+    via: str, requested: str | None = None,
+) -> dict[str, Any]:
+    """The ``erasure`` record: the subject's pseudonym and the key generation destroyed."""
+    record: dict[str, Any] = {
+        "event": "erasure",
+        "subject": {"pid": pid},
+        "key_generation": generation,
+        "found": generation is not None,
+        "legal_basis": legal_basis,
+        "via": via,
+    }
+    if requested is not None:
+        record["requested"] = requested
+    return record

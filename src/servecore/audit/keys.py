@@ -228,7 +228,7 @@ class AuditKeys:
         if len(self._hmac) < 32:
             raise AuditKeyError(f"the HMAC key in {self.directory} is shorter than 32 bytes")
         self._lock = threading.Lock()
-        self._keyset_mtime = -1
+        self._keyset_version: tuple[int, int, int] | None = None
         self.keyset = KeySet([])
         self.reload()
 
@@ -239,13 +239,16 @@ class AuditKeys:
     def reload(self) -> bool:
         """Re-read the public key set if its file changed; True when it did."""
         try:
-            mtime = self.keyset_path.stat().st_mtime_ns
+            st = self.keyset_path.stat()
         except OSError as exc:
             raise AuditKeyError(f"cannot read {self.keyset_path}: {exc.strerror}") from None
-        if mtime == self._keyset_mtime:
+        # the file is replaced, never rewritten in place: a new inode tells even when two
+        # versions share a coarse mtime
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if version == self._keyset_version:
             return False
         self.keyset = KeySet.load(self.keyset_path)
-        self._keyset_mtime = mtime
+        self._keyset_version = version
         return True
 
     def signing_key(self, now_us: int) -> SigningKey:

@@ -17,11 +17,13 @@ Segment files are ``audit-<first seq, 12 digits>.jsonl``; checkpoints live in
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from servecore.audit.canonical import loads_canonical
+from servecore.audit.canonical import encode, loads_canonical
 from servecore.audit.errors import CanonicalError
 
 SCHEMA_VERSION = 1
@@ -38,12 +40,18 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def format_ts(us: int) -> str:
     """RFC 3339 UTC text of *us* microseconds since the epoch."""
+    global _second_cache
     seconds, micro = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{micro:06d}Z"
-    )
+    cached_second, prefix = _second_cache
+    if seconds != cached_second:
+        prefix = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (seconds, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def parse_ts(text: str) -> int:
@@ -105,6 +113,43 @@ def parse_record(line: bytes) -> dict[str, Any]:
     if not isinstance(value.get("event"), str):
         raise CanonicalError("no event type")
     return value
+
+
+# The writer fills these slots in. A needle includes its key and the quotes around the value,
+# which no submitted string can contain unescaped, and a token random per process.
+_TOKEN = secrets.token_hex(8)
+_SLOT_KEYS = ("mono_ns", "prev", "seq", "ts")  # in canonical (sorted) order
+_SLOTS = dict.fromkeys(_SLOT_KEYS, f"@{_TOKEN}@")
+_NEEDLES = [(f'"{key}":'.encode(), f'"{key}":"@{_TOKEN}@"'.encode()) for key in _SLOT_KEYS]
+
+Template = tuple[bytes, bytes, bytes, bytes, bytes]
+
+
+def make_template(event: Mapping[str, Any]) -> Template:
+    """The canonical encoding of *event* with its header, cut where the writer fills in
+    ``mono_ns``, ``prev``, ``seq`` and ``ts`` (in that key order). Raises
+    :class:`CanonicalError` for an event that cannot be encoded."""
+    reserved = HEADER_FIELDS.intersection(event)
+    if reserved:
+        raise CanonicalError(f"audit events may not set {sorted(reserved)}")
+    data = encode({**event, **_SLOTS, "v": SCHEMA_VERSION})
+    cuts = []
+    start = 0
+    for key, needle in _NEEDLES:
+        at = data.index(needle, start)
+        cuts.append((start, at + len(key)))
+        start = at + len(needle)
+    (a, b), (c, d), (e, f), (g, h) = cuts
+    return data[a:b], data[c:d], data[e:f], data[g:h], data[start:]
+
+
+def fill(template: Template, *, seq: int, prev: str, ts_us: int, mono_ns: int) -> bytes:
+    """The record line (without newline) of a template."""
+    a, b, c, d, e = template
+    return b"".join((
+        a, str(mono_ns).encode(), b, b'"', prev.encode(), b'"', c, str(seq).encode(), d,
+        b'"', format_ts(ts_us).encode(), b'"', e,
+    ))
 
 
 def split_lines(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:

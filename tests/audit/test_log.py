@@ -216,3 +216,18 @@ def test_log_is_an_audit_sink(open_log: LogFactory) -> None:
     sink: AuditSink = open_log()
     sink.ensure_accepting()
     assert isinstance(sink, AuditLog)
+
+
+def test_header_like_content_inside_events_is_left_alone(open_log: LogFactory, log_dir: Path) -> None:
+    tricky = {
+        "event": "config_change",
+        "changes": {"prev": "x", "seq": 5, "ts": None, "mono_ns": [1], "v": "@@"},
+        "note": '"seq":"@0123456789abcdef@" "prev":',
+    }
+    log = open_log()
+    log.submit_durable(tricky).result(timeout=10)
+    log.close()
+    (got,) = records(log_dir)
+    assert {k: got[k] for k in tricky} == tricky
+    assert got["seq"] == 0 and got["v"] == 1 and got["prev"] == ZERO_HASH
+    assert verify_log(log_dir).exit_code == 0

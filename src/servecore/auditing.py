@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("servecore.audit")
 
+#: largest body kept as a payload; a longer one is cut and its record says from what size
+PAYLOAD_CAP = 1 << 20
 #: model lifecycle states -> audit event types
 _MODEL_EVENTS = {"ready": "model_load", "unloaded": "model_unload", "failed": "model_failure"}
 
@@ -127,7 +129,7 @@ class Auditor:
         from servecore.audit.payload import encrypt_payload
 
         assert subject is not None
-        return encrypt_payload(self.keys, subject, data)
+        return encrypt_payload(self.keys, subject, data, max_bytes=PAYLOAD_CAP)
 
     async def _submit(self, event: Mapping[str, Any], *, wait: bool) -> None:
         from servecore.audit.errors import AuditRecordLostError

@@ -163,12 +163,17 @@ class Auditor:
     def model_event(self, event: ModelEvent) -> None:
         from servecore.audit.events import ModelRef, model_event
 
+        from servecore.lifecycle import SWAP_REASON
+
         kind = _MODEL_EVENTS.get(event.state)
         if kind is None or not event.version:
             return
         ref = ModelRef(event.model, event.version)
         detail = {"backend": event.backend, "reason": event.reason} if event.reason else {"backend": event.backend}
         self.record(model_event(kind, ref, error=event.reason if kind == "model_failure" else None, detail=detail))
+        if kind == "model_load" and event.reason.startswith(SWAP_REASON):
+            previous = ModelRef(event.model, event.reason[len(SWAP_REASON):])
+            self.record(model_event("model_swap", ref, previous=previous, detail={"backend": event.backend}))
 
     def drift_alert(self, alert: Alert) -> None:
         from servecore.audit.events import simple_event

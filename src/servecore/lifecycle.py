@@ -50,6 +50,10 @@ logger = logging.getLogger("servecore.lifecycle")
 
 Fingerprint = tuple[Any, ...]
 
+#: the ``reason`` of a ``ready`` event whose version now takes the model's unversioned requests
+#: from another one (followed by that version)
+SWAP_REASON = "now serving unversioned requests in place of version "
+
 
 def fingerprint(path: Path) -> Fingerprint:
     """What an artefact looks like on disk: (size, mtime, inode) of each file under *path*."""
@@ -241,9 +245,12 @@ class ModelManager:
 
     def _install(self, model: ModelVersion) -> ModelVersion | None:
         """Make *model* serve; the version it replaces (same name and version) starts draining."""
+        before = self.models.latest(model.name)
         replaced = self.models.install(model)
         self._others.pop((model.name, model.version), None)
-        self._notify(ModelEvent(model.name, model.version, READY, backend=model.backend_name))
+        swapped = before is not None and before is not model and self.models.latest(model.name) is model
+        reason = f"{SWAP_REASON}{before.version}" if swapped and before is not None else ""
+        self._notify(ModelEvent(model.name, model.version, READY, reason, backend=model.backend_name))
         logger.info(
             "serving model %s version %s (%s%s)", model.name, model.version, model.backend_name,
             f", {model.backend.properties['providers']}" if "providers" in model.backend.properties else "",

@@ -229,6 +229,10 @@ class ModelSet:
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
         return model
 
+    def latest(self, name: str) -> ModelVersion | None:
+        """The version unversioned requests for *name* get now (None when none is servable)."""
+        return self._latest.get(name)
+
     def find(self, name: str, version: str) -> ModelVersion | None:
         """The version *version* of *name* in this set, whatever its state; None when absent."""
         return self._models.get(name, {}).get(version)

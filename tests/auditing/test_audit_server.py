@@ -213,3 +213,26 @@ def test_payloads_are_sealed_per_subject_and_erasable(serve: Callable[..., Serve
     assert not any(seen["p1"]["subject"]["pid"] in p.name for p in (keys / "subjects").iterdir())
     result = verify(log, keys)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_hot_swap_is_recorded(serve: Callable[..., ServerProcess], keys: Path, tmp_path: Path) -> None:
+    from models import add_constant
+
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    add_constant(repo / "m" / "1" / "model.onnx", 1.0)
+    log = tmp_path / "log"
+    server = serve(str(repo), "--model-control", "poll", "--poll-interval", "0.1", "--audit-dir", str(log), "--audit-keys", str(keys))
+    (repo / "m" / "2").mkdir()
+    os.replace(add_constant(repo / "m" / "2" / "model.onnx.tmp", 2.0), repo / "m" / "2" / "model.onnx")
+    deadline = time.monotonic() + 30
+    while httpx.get(server.url + "/v2/models/m").json()["versions"] != ["2"]:
+        assert time.monotonic() < deadline, "version 2 never replaced version 1"
+        time.sleep(0.1)
+    server.stop()
+    seen = records(log)
+    swaps = [r for r in seen if r["event"] == "model_swap"]
+    assert len(swaps) == 1 and swaps[0]["model"]["version"] == "2" and swaps[0]["previous"]["version"] == "1"
+    unloads = [r for r in seen if r["event"] == "model_unload" and r["model"]["version"] == "1"]
+    assert unloads and unloads[0]["seq"] > swaps[0]["seq"]
+    assert verify(log, keys).returncode == 0

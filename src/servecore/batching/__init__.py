@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from servecore.codec import Implementation, pure_python_requested
+from servecore.codec import Implementation, native_modules
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +29,10 @@ class BatchingCore:
 
 def load_batching(*, pure_python: bool | None = None) -> BatchingCore:
     """The compiled batching core, or its pure-Python twin when asked for or not built."""
-    if pure_python is None:
-        pure_python = pure_python_requested()
-    if not pure_python:
-        try:
-            from servecore._native import batching as native_policy
-            from servecore._native import gather as native_gather
-        except ImportError:
-            pass
-        else:
-            return BatchingCore(
-                "native", native_policy.BatchPolicy, native_gather.gather, native_gather.scatter
-            )
+    native = native_modules("batching", "gather", pure_python=pure_python)
+    if native is not None:
+        native_policy, native_gather = native
+        return BatchingCore("native", native_policy.BatchPolicy, native_gather.gather, native_gather.scatter)
     from servecore.batching import gather, policy
 
     return BatchingCore("python", policy.BatchPolicyPy, gather.gather, gather.scatter)

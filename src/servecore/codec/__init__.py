@@ -8,7 +8,9 @@ errors from :mod:`servecore.errors`.
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -33,21 +35,29 @@ def pure_python_requested(environ: dict[str, str] | None = None) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
+def native_modules(*names: str, pure_python: bool | None) -> tuple[ModuleType, ...] | None:
+    """The compiled modules ``servecore._native.<name>``, or None when the pure-Python twins are
+    asked for (*pure_python* True, or None and ``SERVECORE_PURE_PYTHON`` set) or one is not built."""
+    if pure_python is None:
+        pure_python = pure_python_requested()
+    if pure_python:
+        return None
+    try:
+        return tuple(importlib.import_module(f"servecore._native.{name}") for name in names)
+    except ImportError:
+        return None
+
+
 def load_codec(*, pure_python: bool | None = None) -> Codec:
     """The compiled codec, or its pure-Python twin when asked for or not built.
 
     :param pure_python: force the twin (True) or prefer the compiled core (False); None reads
         ``SERVECORE_PURE_PYTHON`` from the environment.
     """
-    if pure_python is None:
-        pure_python = pure_python_requested()
-    if not pure_python:
-        try:
-            from servecore._native import codec as native
-        except ImportError:
-            pass
-        else:
-            return Codec("native", native.json_to_array, native.decode_bytes, native.encode_bytes)
+    native = native_modules("codec", pure_python=pure_python)
+    if native is not None:
+        (codec,) = native
+        return Codec("native", codec.json_to_array, codec.decode_bytes, codec.encode_bytes)
     from servecore.codec import reference
 
     return Codec("python", reference.json_to_array, reference.decode_bytes, reference.encode_bytes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servecore.codec import Implementation, pure_python_requested
+from servecore.codec import Implementation, native_modules
 from servecore.drift.types import CategoricalFactory, NumericFactory
 
 
@@ -38,15 +38,10 @@ def load_drift(*, pure_python: bool | None = None) -> DriftCore:
     :param pure_python: force the twin (True) or prefer the compiled core (False); None reads
         ``SERVECORE_PURE_PYTHON`` from the environment.
     """
-    if pure_python is None:
-        pure_python = pure_python_requested()
-    if not pure_python:
-        try:
-            from servecore._native import drift as native
-        except ImportError:
-            pass
-        else:
-            return DriftCore("native", native.NumericHistogram, native.CategoricalHistogram)
+    found = native_modules("drift", pure_python=pure_python)
+    if found is not None:
+        (native,) = found
+        return DriftCore("native", native.NumericHistogram, native.CategoricalHistogram)
     from servecore.drift import histogram
 
     return DriftCore(

@@ -24,9 +24,14 @@ class NumericHistogram:
     def update(
         self,
         values: np.ndarray,  # 1-D float64 (checked by check_values), read as const double[:]
-        # in a nogil loop
+        # (any stride) in a nogil loop
     ) -> None:
         """Count *values* (a 1-D float64 array; convert other dtypes before calling)."""
+    @staticmethod
+    def update_block(
+        matrix: np.ndarray, histograms: Sequence[NumericState | None]
+    ) -> None:  # the module's update_block
+        """Count each column of *matrix* into its histogram: see :func:`update_block`."""
     def count_null(self, n: int) -> None: ...  # uint64_t, saturating
     def count_wrong_type(self, n: int) -> None: ...  # uint64_t, saturating
     def merge(self, other: NumericState) -> None: ...  # must be a NumericHistogram
@@ -57,6 +62,13 @@ class NumericHistogram:
     def min(self) -> float: ...  # double
     @property
     def max(self) -> float: ...  # double
+
+def update_block(
+    matrix: np.ndarray,  # 2-D float32 or float64 [rows, d] (checked by histogram.check_block),
+    # read in place as const float[:, :] / const double[:, :] (any whole-item strides)
+    histograms: Sequence[NumericState | None],  # d entries: NumericHistogram or None
+) -> None:
+    """Count column j of *matrix* into ``histograms[j]``, every column in one nogil call."""
 
 class CategoricalHistogram:
     """Counts of vocabulary keys, ``__other__`` and null, plus a wrong-type counter.

@@ -2,8 +2,8 @@
 
 This module is the specification; :mod:`servecore._native.drift` is the compiled twin with the
 same interface, counts, snapshot bytes and errors (the statistics ``mean`` and ``m2`` agree to
-rounding: this twin folds each batch in with Chan's formula, the compiled one runs Welford's
-update value by value).
+rounding: both take a two-pass mean and M2 shifted by the first value and fold it in with
+Chan's formula, this twin per batch, the compiled one per chunk of a few thousand values).
 
 :class:`NumericHistogramPy` keeps, for the B+1 reference edges ``e[0] < ... < e[B]``, B+2 counts:
 index 0 is the underflow (``x < e[0]``), index i in 1..B is the bin ``e[i-1] <= x < e[i]`` (the
@@ -23,12 +23,17 @@ another of the same layout (:meth:`merge`: counts add, the Welford triples merge
 formula, min/max combine), so per-worker states sum exactly to one process's counts. A state is
 not thread-safe (the compiled one releases the GIL while it counts): keep one per thread and
 merge. The argument checks and counter arithmetic live in :mod:`servecore.drift.checks`.
+
+:func:`update_block` counts the columns of one 2-D float32/float64 matrix ``[rows, d]`` into d
+numeric histograms (None skips a column): exactly ``histograms[j].update(matrix[:, j]`` as
+float64``)`` for each j. The compiled twin does it in one pass over the rows without a copy.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -188,6 +193,11 @@ class NumericHistogramPy:
         hist._mean, hist._m2, hist._min, hist._max = snap.mean, snap.m2, snap.min, snap.max
         return hist
 
+    @staticmethod
+    def update_block(matrix: np.ndarray, histograms: Sequence[NumericState | None]) -> None:
+        """Count each column of *matrix* into its histogram: see :func:`update_block`."""
+        update_block(matrix, histograms)
+
     @property
     def edges(self) -> np.ndarray:
         """The B+1 edges (a copy)."""
@@ -247,6 +257,66 @@ class NumericHistogramPy:
     def max(self) -> float:
         """Largest finite value (-inf when there are none)."""
         return self._max
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+
+
+def check_block(matrix: object, histograms: object, cls: type[Any]) -> tuple[np.ndarray, list[Any]]:
+    """``(matrix, histograms as a list)`` checked for :func:`update_block` (both twins use it).
+
+    *matrix* must be a 2-D float32 or float64 array in native byte order (TypeError), and
+    *histograms* a sequence of one entry per column (ValueError), each an instance of *cls* or
+    None (TypeError), no histogram twice (ValueError).
+    """
+    if (
+        not isinstance(matrix, np.ndarray)
+        or matrix.ndim != 2
+        or matrix.dtype.type not in (np.float32, np.float64)
+        or not matrix.dtype.isnative
+    ):
+        what = (
+            f"{matrix.dtype} array of shape {matrix.shape}"
+            if isinstance(matrix, np.ndarray)
+            else type(matrix).__name__
+        )
+        raise TypeError(f"matrix must be a 2-D float32 or float64 numpy array, got {what}")
+    if isinstance(histograms, (str, bytes)) or not isinstance(histograms, Sequence):
+        raise TypeError(
+            f"histograms must be a sequence of histograms, got {type(histograms).__name__}"
+        )
+    hists = list(histograms)
+    if len(hists) != matrix.shape[1]:
+        raise ValueError(f"{len(hists)} histograms for a matrix of {matrix.shape[1]} columns")
+    seen: set[int] = set()
+    for j, hist in enumerate(hists):
+        if hist is None:
+            continue
+        if not isinstance(hist, cls):
+            raise TypeError(f"histograms[{j}] is a {type(hist).__name__}, not a {cls.__name__}")
+        if id(hist) in seen:
+            raise ValueError(f"histograms[{j}] is given twice")
+        seen.add(id(hist))
+    return matrix, hists
+
+
+def update_block(matrix: np.ndarray, histograms: Sequence[NumericState | None]) -> None:
+    """Count column j of *matrix* into ``histograms[j]`` (None: the column is skipped).
+
+    :param matrix: a 2-D float32 or float64 array ``[rows, d]`` (native byte order, any
+        strides).
+    :param histograms: d entries, each a :class:`NumericHistogramPy` or None; no histogram twice.
+
+    Each column is counted as ``histograms[j].update(matrix[:, j].astype(np.float64))`` (the
+    float32 -> float64 conversion is exact, so float32 values bin by their own value).
+    """
+    arr, hists = check_block(matrix, histograms, NumericHistogramPy)
+    if arr.shape[0] == 0:
+        return
+    for j, hist in enumerate(hists):
+        if hist is not None:
+            hist.update(arr[:, j].astype(np.float64))
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,18 @@ saw and counters of schema problems (a missing or extra column, a column that is
 columns of different lengths, a batch stamped earlier than the open window). None of these
 raise: they are counted and reported.
 
+Batches come in two shapes:
+
+* columns (:meth:`DriftWindows.observe`, :meth:`WindowState.update`): feature name -> 1-D
+  column (array, list or tuple);
+* tensors (:meth:`DriftWindows.observe_tensors`, :meth:`WindowState.update_tensors`): tensor
+  name -> array, named as :func:`servecore.drift.monitor.tensor_columns` names them: a
+  ``[rows]`` tensor is the feature ``name``, each element j of a ``[rows, ...]`` tensor's
+  flattened row the feature ``name[j]``; 0-d tensors are skipped. The counts are those of
+  ``observe(tensor_columns(tensors))``, but the numeric features of one tensor of two or more
+  dimensions are binned by one block update (``NumericHistogram.update_block``: one pass, GIL
+  released, float32 read as float32) instead of column by column.
+
 :class:`DriftWindows` feeds batches into the open window and closes it:
 
 * by time (``window_seconds=W``): the window id is ``floor(t / W)``; a batch stamped in a later
@@ -30,6 +42,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -46,6 +59,57 @@ from servecore.drift.types import CategoricalState, HistogramState, NumericState
 
 SCHEMA_COUNTERS = ("missing_column", "extra_column", "bad_shape", "length_mismatch", "late_batch")
 _HEAD = struct.Struct("<32sqQ5QI")
+_MAX_PLANS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """The features of one ``[rows, width]`` tensor of a batch (see :class:`_Plan`)."""
+
+    tensor: int
+    width: int
+    #: (column, feature name) of the numeric features, and of the categorical ones
+    numeric: tuple[tuple[int, str], ...]
+    categorical: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a batch of tensors of given names and widths maps onto the profile's features.
+
+    It depends only on the profile and on the batch's ``(name, width)`` list (width -1 for a
+    ``[rows]`` tensor), so :class:`DriftWindows` keeps one per such list for all its windows.
+    A name given twice (a ``[rows]`` tensor ``x[0]`` and column 0 of a tensor ``x``) is read
+    from the later tensor, as ``tensor_columns`` does.
+    """
+
+    extra: int
+    missing: int
+    #: (tensor, feature name) of the [rows] tensors that are features
+    columns: tuple[tuple[int, str], ...]
+    blocks: tuple[_Block, ...]
+    #: the tensors that hold at least one feature (their rows must agree)
+    sized: tuple[int, ...]
+
+
+def _block_matrix(flat: np.ndarray) -> np.ndarray | None:
+    """*flat* as the float32/float64 matrix a block update reads, or None (bool, object, ...).
+
+    Float32 and float64 stay as they are (read in place); float16 becomes float32, other
+    floats, ints and uints float64: the values :func:`~servecore.drift.columns.numeric_values`
+    gives (float16 -> float32 -> float64 is exact).
+    """
+    dtype = flat.dtype
+    if dtype.kind == "f":
+        if dtype.type in (np.float32, np.float64) and dtype.isnative:
+            return flat
+        target = np.float32 if dtype.itemsize <= 4 else np.float64
+    elif dtype.kind in "iu":
+        target = np.float64
+    else:
+        return None
+    with np.errstate(over="ignore"):
+        return flat.astype(target)
 
 
 def _new_state(feature: Feature, core: DriftCore) -> HistogramState:
@@ -66,6 +130,8 @@ class WindowState:
         self.rows = 0
         self.schema = dict.fromkeys(SCHEMA_COUNTERS, 0)
         self.states = {f.name: _new_state(f, self.core) for f in profile.features}
+        # batch signature -> _Plan (update_tensors); DriftWindows shares one across its windows
+        self._plans: dict[tuple[tuple[str, int], ...], _Plan] = {}
 
     def _count(self, event: str, n: int = 1) -> None:
         self.schema[event] = saturating_add(self.schema[event], n)
@@ -85,17 +151,105 @@ class WindowState:
                 self._count("bad_shape")
                 continue
             lengths.add(column.size)
-            state = self.states[feature.name]
-            if isinstance(feature, NumericFeature):
-                numeric = cast(NumericState, state)
-                values, n_null, n_wrong = numeric_values(column)
-                numeric.update(values)
-                if n_null:
-                    numeric.count_null(n_null)
-                if n_wrong:
-                    numeric.count_wrong_type(n_wrong)
+            self._feed(feature, column)
+        if len(lengths) > 1:
+            self._count("length_mismatch")
+        self.rows = saturating_add(self.rows, max(lengths, default=0))
+
+    def _feed(self, feature: Feature, column: np.ndarray) -> None:
+        """Count one feature's 1-D *column* into its histogram."""
+        state = self.states[feature.name]
+        if isinstance(feature, NumericFeature):
+            numeric = cast(NumericState, state)
+            values, n_null, n_wrong = numeric_values(column)
+            numeric.update(values)
+            if n_null:
+                numeric.count_null(n_null)
+            if n_wrong:
+                numeric.count_wrong_type(n_wrong)
+        else:
+            cast(CategoricalState, state).update(column)
+
+    def _plan(self, signature: tuple[tuple[str, int], ...]) -> _Plan:
+        plan = self._plans.get(signature)
+        if plan is not None:
+            return plan
+        sources: dict[str, tuple[int, int]] = {}  # name -> (tensor, column; -1 for [rows])
+        for t, (name, width) in enumerate(signature):
+            if width < 0:
+                sources[name] = (t, -1)
             else:
-                cast(CategoricalState, state).update(column)
+                sources.update({f"{name}[{j}]": (t, j) for j in range(width)})
+        features = {f.name: f for f in self.profile.features}
+        columns = []
+        numeric: dict[int, list[tuple[int, str]]] = {}
+        categorical: dict[int, list[tuple[int, str]]] = {}
+        for name, (t, j) in sources.items():
+            feature = features.get(name)
+            if feature is None:
+                continue
+            if j < 0:
+                columns.append((t, name))
+            elif isinstance(feature, NumericFeature):
+                numeric.setdefault(t, []).append((j, name))
+            else:
+                categorical.setdefault(t, []).append((j, name))
+        blocks = tuple(
+            _Block(t, signature[t][1], tuple(numeric.get(t, ())), tuple(categorical.get(t, ())))
+            for t in sorted({*numeric, *categorical})
+        )
+        sized = sorted({t for t, _ in columns} | {b.tensor for b in blocks})
+        given = sum(1 for name in sources if name in features)
+        plan = _Plan(
+            extra=len(sources) - given,
+            missing=len(features) - given,
+            columns=tuple(columns),
+            blocks=blocks,
+            sized=tuple(sized),
+        )
+        if len(self._plans) >= _MAX_PLANS:  # e.g. a tensor whose width varies per request
+            self._plans.clear()
+        self._plans[signature] = plan
+        return plan
+
+    def update_tensors(self, tensors: Mapping[str, object]) -> None:
+        """Count one batch of tensors (see the module docstring for the names).
+
+        Exactly the counts and counters of ``update(tensor_columns(tensors))``; the numeric
+        features of each tensor of two or more dimensions go through one block update.
+        """
+        arrays = []
+        signature = []
+        for name, value in tensors.items():
+            array = np.asarray(value)
+            if array.ndim == 0:
+                continue
+            if array.ndim > 1:
+                array = array.reshape(array.shape[0], math.prod(array.shape[1:]))
+            arrays.append(array)
+            signature.append((name, array.shape[1] if array.ndim > 1 else -1))
+        plan = self._plan(tuple(signature))
+        if plan.extra:
+            self._count("extra_column", plan.extra)
+        if plan.missing:
+            self._count("missing_column", plan.missing)
+        for t, feature_name in plan.columns:
+            self._feed(self.profile.feature(feature_name), arrays[t])
+        block_update = getattr(self.core.NumericHistogram, "update_block", None)
+        for block in plan.blocks:
+            flat = arrays[block.tensor]
+            matrix = _block_matrix(flat) if block.numeric and block_update is not None else None
+            if matrix is not None and block_update is not None:
+                hists: list[Any] = [None] * block.width
+                for j, feature_name in block.numeric:
+                    hists[j] = self.states[feature_name]
+                block_update(matrix, hists)
+            else:
+                for j, feature_name in block.numeric:
+                    self._feed(self.profile.feature(feature_name), flat[:, j])
+            for j, feature_name in block.categorical:
+                self._feed(self.profile.feature(feature_name), flat[:, j])
+        lengths = {arrays[t].shape[0] for t in plan.sized}
         if len(lengths) > 1:
             self._count("length_mismatch")
         self.rows = saturating_add(self.rows, max(lengths, default=0))
@@ -231,6 +385,7 @@ class DriftWindows:
         self._seconds, self._rows, self._clock = window_seconds, window_rows, clock
         self._slot: int | None = None
         self._current = WindowState(profile, core=self.core)
+        self._plans = self._current._plans  # shared by every window this one opens
         self._fresh = True  # no batch in the open window yet
         self._ring: deque[tuple[WindowState, WindowReport]] = deque(maxlen=ring)
         self._history = {name: deque[Status](maxlen=policy.m) for name in profile.names}
@@ -256,20 +411,58 @@ class DriftWindows:
             return reports
         converted = {name: as_column(value) for name, value in columns.items()}
         total = max((c.size for c in converted.values() if c is not None), default=0)
-        start = 0
-        while True:
-            take = min(self._rows - self._current.rows, total - start)
-            chunk: dict[str, object] = {}
+
+        def chunk(start: int, take: int) -> None:
+            part: dict[str, object] = {}
             for name, value in columns.items():
                 column = converted[name]
                 if column is not None:
-                    chunk[name] = column[start : start + take]
+                    part[name] = column[start : start + take]
                 elif start == 0:
-                    chunk[name] = value  # not 1-D: counted once, in the first chunk
-            self._current.update(chunk)
+                    part[name] = value  # not 1-D: counted once, in the first chunk
+            self._current.update(part)
+
+        return reports + self._split(total, chunk)
+
+    def observe_tensors(
+        self, tensors: Mapping[str, object], *, now: float | None = None
+    ) -> list[WindowReport]:
+        """Count one batch of tensors; the reports of the windows it closed.
+
+        *tensors* maps a tensor name to an array (``np.asarray`` is applied): a ``[rows]``
+        tensor is the feature ``name``, a ``[rows, ...]`` tensor the features ``name[j]`` of
+        its flattened rows (:func:`servecore.drift.monitor.tensor_columns`' names), a 0-d one
+        is skipped. The windows, counts and reports are those of
+        ``observe(tensor_columns(tensors))``; the numeric features of each tensor of two or
+        more dimensions are binned by one block update (float32 read in place).
+        """
+        reports = self._advance(self._seconds, now) if self._seconds is not None else []
+        arrays = {name: np.asarray(value) for name, value in tensors.items()}
+        arrays = {name: array for name, array in arrays.items() if array.ndim > 0}
+        if self._rows is None:
+            self._current.update_tensors(arrays)
+            self._fresh = False
+            return reports
+        total = max((array.shape[0] for array in arrays.values()), default=0)
+
+        def chunk(start: int, take: int) -> None:
+            self._current.update_tensors(
+                {name: array[start : start + take] for name, array in arrays.items()}
+            )
+
+        return reports + self._split(total, chunk)
+
+    def _split(self, total: int, feed: Callable[[int, int], None]) -> list[WindowReport]:
+        """Feed rows ``0..total-1`` as ``feed(start, take)`` chunks, closing full windows."""
+        rows = cast(int, self._rows)
+        reports = []
+        start = 0
+        while True:
+            take = min(rows - self._current.rows, total - start)
+            feed(start, take)
             self._fresh = False
             start += take
-            if self._current.rows >= self._rows:
+            if self._current.rows >= rows:
                 reports.append(self.close())
             if start >= total:
                 return reports
@@ -299,6 +492,7 @@ class DriftWindows:
         closed = self._current
         report = self.evaluate(closed)
         self._current = WindowState(self.profile, core=self.core, window_id=closed.window_id + 1)
+        self._current._plans = self._plans
         self._fresh = True
         return report
 

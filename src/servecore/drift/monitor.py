@@ -50,7 +50,7 @@ def tensor_columns(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if array.ndim == 1:
             columns[name] = array
             continue
-        flat = array.reshape(array.shape[0], -1)
+        flat = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
         for j in range(flat.shape[1]):
             columns[f"{name}[{j}]"] = flat[:, j]
     return columns
@@ -240,7 +240,7 @@ class ModelMonitor:
                         reports = [report] if report is not None else []
                     else:
                         tensors, rows = batch
-                        reports = self.windows.observe(tensor_columns(tensors))
+                        reports = self.windows.observe_tensors(tensors)
                         self.rows_seen += rows
             except Exception:  # a monitoring bug must never reach serving
                 logger.exception("drift monitoring of %s version %s failed on a batch", self.model, self.version)

@@ -27,6 +27,7 @@ from servecore.drift.stats import (
     WassersteinResult,
     ZTestResult,
     alert_decision,
+    is_missing_drift,
     chi_square,
     is_drift,
     js_distance,
@@ -145,6 +146,17 @@ def _finish(status: Status, history: Sequence[Status], policy: DriftPolicy) -> b
     return alert_decision([*history, status], k=policy.k, m=policy.m)
 
 
+def _with_missing(status: Status, missing: MissingRate, n_features: int, policy: DriftPolicy) -> Status:
+    """A feature whose missing share moved drifts too (see :func:`is_missing_drift`). Only a
+    window with enough values present is judged: one with (almost) nothing but missing values
+    stays insufficient, a broken upstream to look at rather than a verdict."""
+    if status != "ok":
+        return status
+    if is_missing_drift(missing.test.p_value, missing.reference, missing.current, n_features=n_features, policy=policy):
+        return "drift"
+    return status
+
+
 def _missing(ref_missing: int, ref_total: int, missing: int, total: int) -> MissingRate:
     return MissingRate(
         ref_missing / ref_total if ref_total else math.nan,
@@ -184,13 +196,15 @@ def _numeric(
                 "n_null": state.n_null, "n_wrongtype": state.n_wrongtype}
     missing = state.n_null + state.n_nan
     total = n + sum(counters.values())
+    missing_rate = _missing(feature.missing, feature.n_total, missing, total)
+    status = _with_missing(status, missing_rate, n_features, policy)
     return FeatureReport(
         name=feature.name, kind="numeric", status=status,
         alert=_finish(status, history, policy), n=n, n_min=n_min,
         counts=tuple(int(c) for c in counts), counters=counters, p_value=ks.p_value, psi=p,
         js=js, chi_square=chi_square(ref, cur), ks=ks, wasserstein=w,
         degenerate_reference=w.degenerate_reference,
-        missing=_missing(feature.missing, feature.n_total, missing, total),
+        missing=missing_rate,
         unseen_share_ref=None, unseen_share=None,
         mean=state.mean if n else math.nan,
         std=math.sqrt(state.m2 / (n - 1)) if n > 1 and state.m2 >= 0 else math.nan,
@@ -222,13 +236,15 @@ def _categorical(
     counters = {"n_other": state.n_other, "n_null": state.n_null,
                 "n_wrongtype": state.n_wrongtype}
     total = n + state.n_null + state.n_wrongtype
+    missing_rate = _missing(feature.missing, feature.n_total, state.n_null, total)
+    status = _with_missing(status, missing_rate, n_features, policy)
     return FeatureReport(
         name=feature.name, kind="categorical", status=status,
         alert=_finish(status, history, policy), n=n, n_min=n_min,
         counts=tuple(int(c) for c in counts), counters=counters, p_value=chi.p_value, psi=p,
         js=js, chi_square=chi, ks=None, wasserstein=None,
         degenerate_reference=feature.source == "constant",
-        missing=_missing(feature.missing, feature.n_total, state.n_null, total),
+        missing=missing_rate,
         unseen_share_ref=feature.counts[-2] / feature.n if feature.n else math.nan,
         unseen_share=state.n_other / n if n else math.nan,
         mean=None, std=None, min=None, max=None,

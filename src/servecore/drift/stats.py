@@ -312,6 +312,9 @@ class DriftPolicy:
     psi_threshold: float | None = 0.1
     js_threshold: float | None = 0.1
     wasserstein_threshold: float | None = 0.1
+    #: the missing-value share may move this much (absolute) before a significant change in it
+    #: (two-proportion z-test, also at alpha / d) makes the feature drift; None: never
+    missing_threshold: float | None = 0.05
     #: pseudo-count added to each bin for PSI
     smoothing: float = 0.5
     #: floor of the reference σ in W1/σ
@@ -359,6 +362,15 @@ def is_drift(
         (wasserstein, policy.wasserstein_threshold),
     )
     return any(v is not None and t is not None and v >= t for v, t in effects)
+
+
+def is_missing_drift(missing_p: float, reference: float, current: float, *, n_features: int, policy: DriftPolicy) -> bool:
+    """Whether the share of missing values moved: significant at ``alpha / n_features`` AND by at
+    least ``policy.missing_threshold`` (absolute). NaN never counts."""
+    threshold = policy.missing_threshold
+    if threshold is None or not missing_p < policy.alpha / max(n_features, 1):
+        return False
+    return abs(current - reference) >= threshold
 
 
 def alert_decision(history: Sequence[Status], *, k: int = 2, m: int = 3) -> bool:

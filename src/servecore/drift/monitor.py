@@ -152,7 +152,9 @@ class ModelMonitor:
         self.performance: PerformanceWindows | None = None
         self._perf_args = {"window_seconds": window_seconds, "positive": self.positive_class, "clock": clock}
         self.on_alert = on_alert
-        self.rows_queued = 0
+        #: rows queued in all (written by the serving thread) and taken off (by the worker)
+        self.rows_in = 0
+        self.rows_out = 0
         self.rows_seen = 0
         self.rows_skipped = 0
         self.alerts: dict[str, bool] = {}
@@ -171,14 +173,18 @@ class ModelMonitor:
     # -- the request path (event-loop thread): cheap --------------------------------------------
 
     def observe(self, tensors: Mapping[str, np.ndarray], rows: int) -> None:
-        """Queue one request's inputs and outputs (by tensor name); skipped when the queue is full."""
-        with self._lock:
-            if self.rows_queued + rows > self.queue_rows:
-                self.rows_skipped += rows
-                return
-            self._queue.append((tensors, rows))
-            self.rows_queued += rows
-            if self._waiting:
+        """Queue one request's inputs and outputs (by tensor name); skipped when the queue is full.
+
+        No lock on this path: ``deque.append`` is atomic, and the queued-row count is the
+        difference of two counters each written by one thread only.
+        """
+        if self.rows_in - self.rows_out + rows > self.queue_rows:
+            self.rows_skipped += rows
+            return
+        self._queue.append((tensors, rows))
+        self.rows_in += rows
+        if self._waiting:
+            with self._lock:
                 self._wake.notify()
 
     def record_prediction(self, request_id: str, outputs: Mapping[str, np.ndarray]) -> None:
@@ -222,7 +228,8 @@ class ModelMonitor:
             with self._lock:
                 if not self._queue and not self._stopped:
                     self._waiting = True
-                    self._wake.wait(timeout=self._next_close())
+                    # bounded: a request queued just before this wait began is not notified
+                    self._wake.wait(timeout=min(self._next_close(), 0.5))
                     self._waiting = False
                 if self._stopped and not self._queue:
                     return
@@ -269,9 +276,13 @@ class ModelMonitor:
             for name, array in tensors.items():
                 parts[name].append(np.asarray(array))
             rows += n
-        self.rows_queued -= rows
+        self.rows_out += rows
         self._busy = True
         return {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in parts.items()}, rows
+
+    @property
+    def rows_queued(self) -> int:
+        return self.rows_in - self.rows_out
 
     def _next_close(self) -> float:
         now = time.time()

@@ -680,16 +680,16 @@ def _classification(
         rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
     else:
         rows = array.reshape(1, array.size)
-    names = labels
+    names = list(labels)
     k = min(k, rows.shape[1])
     order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
-    labels = np.empty((rows.shape[0], k), dtype=object)
+    texts = np.empty((rows.shape[0], k), dtype=object)
     for r in range(rows.shape[0]):
         for j, index in enumerate(order[r]):
             label = f":{names[index]}" if index < len(names) else ""
-            labels[r, j] = f"{float(rows[r, index]):f}:{int(index)}{label}".encode()
-    shape = labels.shape if batched and array.ndim > 1 else (k,)
-    return InferOutput(name, "BYTES", shape, labels.reshape(shape), binary)
+            texts[r, j] = f"{float(rows[r, index]):f}:{int(index)}{label}".encode()
+    shape = texts.shape if batched and array.ndim > 1 else (k,)
+    return InferOutput(name, "BYTES", shape, texts.reshape(shape), binary)
 
 
 def create_dataplane(config: ServeConfig, pm: pluggy.PluginManager) -> DataPlane:

@@ -62,7 +62,7 @@ _TOP_KEYS = {
     "intra_op_threads", "versions", "batching", "warmup", "sha256", "inputs", "outputs", "monitoring",
 }
 #: [monitoring] keys and their ServeConfig fields
-_MONITORING_KEYS = {
+_MONITORING_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "window_seconds": ("drift_window_seconds", (int, float)),
     "window_rows": ("drift_window_rows", int),
     "queue_rows": ("drift_queue_rows", int),
@@ -107,7 +107,7 @@ class _Reader:
         return self.get(key, kind)
 
     def non_negative(self, key: str) -> int | None:
-        value = self.get(key, int)
+        value: int | None = self.get(key, int)
         if value is not None and value < 0:
             raise ConfigError(f"{self.where}: {key!r} must be >= 0, not {value}")
         return value

@@ -16,6 +16,8 @@ def audit_config(config: ServeConfig) -> AuditConfig:
     """The audit log's options from the server's (``--audit-*``)."""
     from servecore.audit.config import AuditConfig
 
+    if not config.audit_dir or not config.audit_keys:
+        raise ValueError("audit_config needs audit_dir and audit_keys")
     return AuditConfig(
         directory=Path(config.audit_dir),
         key_dir=Path(config.audit_keys),

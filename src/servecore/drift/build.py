@@ -59,7 +59,7 @@ def read_reference(path: Path, inputs: list[TensorSpec]) -> dict[str, np.ndarray
 def _table(path: Path, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
     if path.suffix.lower() == ".parquet":
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError:
             raise InvalidInputError("reading .parquet needs pandas and pyarrow (pip install pandas pyarrow)") from None
         frame = pd.read_parquet(path)

@@ -249,14 +249,13 @@ class ModelMonitor:
                         tensors, rows = batch
                         reports = self.windows.observe_tensors(tensors)
                         self.rows_seen += rows
+                for report in reports:  # before the batch counts as done (see flush)
+                    self._closed(report)
             except Exception:  # a monitoring bug must never reach serving
                 logger.exception("drift monitoring of %s version %s failed on a batch", self.model, self.version)
-                reports = []
             finally:
                 with self._lock:
                     self._busy = False
-            for report in reports:
-                self._closed(report)
 
     def _drain(self) -> tuple[dict[str, np.ndarray], int] | None:
         """Take the queued requests (called with the queue lock held) as one batch: each tensor

@@ -19,13 +19,14 @@ tells a changed artefact of an existing version, which is then reloaded and swap
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from servecore.errors import ConfigError, ModelLoadError, ModelNotFoundError, ServecoreError, UnavailableError
 from servecore.models import (
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("servecore.lifecycle")
 
 Fingerprint = tuple[Any, ...]
+T = TypeVar("T")
 
 #: the ``reason`` of a ``ready`` event whose version now takes the model's unversioned requests
 #: from another one (followed by that version)
@@ -139,6 +141,7 @@ class ModelManager:
         self._draining: dict[ModelVersion, asyncio.Task[None]] = {}
         self._waking: dict[ModelVersion, asyncio.Future[None]] = {}
         self._lock: asyncio.Lock | None = None
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="servecore-loader")
 
     # -- what to serve ---------------------------------------------------------------------------
 
@@ -276,11 +279,17 @@ class ModelManager:
     async def _drain(self, model: ModelVersion, reason: str) -> None:
         while model.inflight > 0:
             await asyncio.sleep(0.005)
-        await asyncio.to_thread(release, model, None, self._notify, reason)
+        await self._on_loader(release, model, None, self._notify, reason)
         self._draining.pop(model, None)
         key = (model.name, model.version)
         if self.models.find(model.name, model.version) is None:
             self._others[key] = IndexEntry(model.name, model.version, UNLOADED, reason)
+
+    async def _on_loader(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run *fn* on the one loader thread: sessions are created and freed on the same thread,
+        so the allocator reuses one heap and a closed version's memory goes back (see
+        :func:`servecore.models.release`) instead of staying behind in per-thread arenas."""
+        return await asyncio.get_running_loop().run_in_executor(self._loader, functools.partial(fn, *args))
 
     def _lock_for_loop(self) -> asyncio.Lock:
         if self._lock is None:
@@ -328,7 +337,7 @@ class ModelManager:
             if current is not None and current.fingerprint == candidates[version]:
                 continue
             try:
-                model = await asyncio.to_thread(
+                model = await self._on_loader(
                     self._load, definition, version, definition.versions[version], candidates[version]
                 )
             except ModelLoadError:
@@ -427,7 +436,7 @@ class ModelManager:
         self._draining[model] = asyncio.get_running_loop().create_task(self._release_idle(model, reason))
 
     async def _release_idle(self, model: ModelVersion, reason: str) -> None:
-        await asyncio.to_thread(release, model, None, self._notify, reason)
+        await self._on_loader(release, model, None, self._notify, reason)
         self._draining.pop(model, None)
 
     async def wake(self, model: ModelVersion) -> None:
@@ -442,7 +451,7 @@ class ModelManager:
                     await unloading
                 if self.models.find(model.name, model.version) is not model:
                     raise ModelLoadError("it was replaced or removed while idle")
-                await asyncio.to_thread(self._reopen, model)
+                await self._on_loader(self._reopen, model)
                 model.idle = False
                 model.last_used = time.monotonic()
                 self.models.install(model)
@@ -486,4 +495,5 @@ class ModelManager:
             if not release(model, timeout, self._notify, "shutdown"):
                 abandoned += 1
         self._draining.clear()
+        self._loader.shutdown(wait=False)
         return abandoned

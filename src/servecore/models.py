@@ -301,7 +301,39 @@ def release(model: ModelVersion, timeout: float | None, notify: Callable[[ModelE
     finally:
         model.state = UNLOADED
         notify(ModelEvent(model.name, model.version, UNLOADED, reason, backend=model.backend_name))
+    return_freed_memory()
     return True
+
+
+#: glibc's mallopt parameter number for the mmap threshold
+_M_MMAP_THRESHOLD = -3
+
+
+def pin_mmap_threshold(size: int = 128 * 1024) -> None:
+    """Keep every allocation of *size* bytes and more in its own mmap (glibc).
+
+    glibc raises its mmap threshold each time a large mmapped block is freed, after which model
+    weights and buffers of the next load come from the heap, where freeing them leaves holes: a
+    server that loads and unloads models grows. A fixed threshold returns each such block to the
+    operating system when it is freed. Call once, at server start.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def return_freed_memory() -> None:
+    """Give the heap's free pages back to the operating system (glibc's ``malloc_trim``): a closed
+    session's buffers are freed but would otherwise stay in the process's resident memory."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 #: Shortest wait for an idle worker to acknowledge, even when the shutdown deadline has passed.

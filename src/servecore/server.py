@@ -22,6 +22,7 @@ import uvicorn
 
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
+from servecore.models import pin_mmap_threshold
 from servecore.http.protocols import json_error_protocol
 from servecore.plugins import get_plugin_manager
 
@@ -119,6 +120,7 @@ def serve(
 
     Raises :class:`~servecore.errors.ServecoreError` subclasses when a model cannot be loaded.
     """
+    pin_mmap_threshold()  # models loaded and unloaded for days must not fragment the heap
     pm = pm or get_plugin_manager(disabled=config.disabled_plugins)
     dataplane = create_dataplane(config, pm)
     logger.info("servecore core: %s", dataplane.codec.implementation)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import httpx
 
 JSON = "application/json"
@@ -17,3 +20,13 @@ def assert_serving(client: httpx.Client, *, headers: dict[str, str] | None = Non
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == JSON, response.headers
     assert response.json()["outputs"][0]["data"] == GOOD_DATA
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll *check* every 50 ms until it holds; fail naming *what* after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -64,3 +64,13 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def serve(start_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
+    """``serve(*args, expect_ready=True)``: :func:`start_server` with the arguments spread out."""
+
+    def start(*args: str, expect_ready: bool = True) -> ServerProcess:
+        return start_server(list(args), expect_ready=expect_ready)
+
+    return start

@@ -206,10 +206,6 @@ class ModelSet:
                 del self._models[model.name]
         self._refresh(model.name)
 
-    def refresh(self, name: str) -> None:
-        """Re-pick the version unversioned requests get, after a state change of one of *name*'s."""
-        self._refresh(name)
-
     def names(self) -> list[str]:
         return sorted(self._models)
 

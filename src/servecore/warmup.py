@@ -70,7 +70,6 @@ def sample_inputs(path: Path, codec: Codec, model_name: str) -> list[InferInput]
 class WarmupReport:
     runs: int
     seconds: float
-    skipped: str = ""
 
 
 def run_warmup(

@@ -41,18 +41,6 @@ def keys(tmp_path: Path) -> Path:
     return tmp_path / "keys"
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
-
-    def start(*args: str, expect_ready: bool = True) -> ServerProcess:
-        server = ServerProcess(list(args), log_dir=tmp_path / "logs")
-        servers.append(server)
-        return server.start(expect_ready=expect_ready)
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models import row_sum
+from checks import eventually
 from server_process import ServerProcess
 from servecore.dataplane import demo_model_path
 
@@ -45,18 +45,6 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "p.json"
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess(list(args), log_dir=tmp_path / "logs")
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def send(url: str, x: np.ndarray, request_id: str | None = None, model: str = "mlp", name: str = "input") -> dict[str, Any]:
@@ -74,13 +62,6 @@ def drift(url: str, model: str = "mlp") -> dict[str, Any]:
     return response.json()
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def samples(url: str) -> list[Any]:
@@ -119,14 +100,14 @@ def test_same_distribution_no_drift_then_a_shift_opens_alerts(serve: Callable[..
     rng = np.random.default_rng(2)
     # under n_min: nothing closes, and the open window is not a verdict
     send(url, rng.standard_normal((10, WIDTH)).astype(np.float32))
-    until(lambda: drift(url)["rows"]["seen"] == 10, "the rows to be binned")
+    eventually(lambda: drift(url)["rows"]["seen"] == 10, "the rows to be binned")
     report = drift(url)
     assert report["windows"] == [] and report["alerts"] == []
     assert report["reference_profile"]["sha256"] and len(report["reference_profile"]["features"]) == 74
     # two windows like the reference: no drift
     for _ in range(2 * ROWS_PER_WINDOW // 50):
         send(url, rng.standard_normal((50, WIDTH)).astype(np.float32))
-    until(lambda: len(drift(url)["windows"]) >= 2, "two windows to close")
+    eventually(lambda: len(drift(url)["windows"]) >= 2, "two windows to close")
     for window in drift(url)["windows"]:
         share = len(window["drifted"]) / len(window["features"])
         assert share < 0.1, f"{window['drifted']} drifted on reference-like data"
@@ -134,7 +115,7 @@ def test_same_distribution_no_drift_then_a_shift_opens_alerts(serve: Callable[..
     # inputs shifted by one standard deviation: two drifted windows open the alerts
     for _ in range(2 * ROWS_PER_WINDOW // 50 + 1):
         send(url, (rng.standard_normal((50, WIDTH)) + 1.0).astype(np.float32))
-    until(lambda: len(drift(url)["windows"]) >= 4, "two more windows")
+    eventually(lambda: len(drift(url)["windows"]) >= 4, "two more windows")
     report = drift(url)
     last = report["windows"][-1]
     assert len(last["drifted"]) > 40 and "input[0]" in last["drifted"]

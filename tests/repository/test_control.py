@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,8 @@ from tritonclient.utils import InferenceServerException
 from prometheus_client.parser import text_string_to_metric_families
 
 from server_process import ServerProcess
-from test_repository import X, answer, eventually, infer, put_version, states
+from checks import eventually
+from test_repository import X, answer, infer, put_version, states
 
 
 @pytest.fixture
@@ -28,18 +29,6 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess(list(args), log_dir=tmp_path / "logs")
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def post(url: str, path: str, key: str | None = None, **body: object) -> httpx.Response:

@@ -8,17 +8,16 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import tritonclient.http as triton
-from prometheus_client.parser import text_string_to_metric_families
 
 from models import add_constant, needs_two_rows
+from checks import eventually
 from server_process import ServerProcess
 
 X = [[1.0, 2.0, 3.0, 4.0]]
@@ -57,13 +56,6 @@ def states(url: str, model: str) -> dict[str, tuple[str, str]]:
     return {e.get("version", ""): (e["state"], e["reason"]) for e in index(url) if e["name"] == model}
 
 
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -73,18 +65,6 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
-
-    def start(*args: str, expect_ready: bool = True) -> ServerProcess:
-        server = ServerProcess(list(args), log_dir=tmp_path / "logs")
-        servers.append(server)
-        return server.start(expect_ready=expect_ready)
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 # -- layout and model.toml -----------------------------------------------------------------------

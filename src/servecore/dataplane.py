@@ -378,7 +378,7 @@ class DataPlane:
         model = self.models.get(name, version)
         backend = model.backend
         scheduler = model.scheduler
-        batch = scheduler.settings.max_batch_size if scheduler else backend.max_batch_size
+        batch = _config_batch_size(model)
 
         def tensor(spec: TensorSpec) -> dict[str, Any]:
             dims = list(spec.shape[1:] if batch > 0 else spec.shape)
@@ -662,10 +662,15 @@ class DataPlane:
             datatype = v2_datatype(array.dtype)
         if class_count:
             return _classification(
-                name, array, class_count, batched=model.scheduler is not None or model.backend.max_batch_size > 0,
+                name, array, class_count, batched=_config_batch_size(model) > 0,
                 binary=binary, labels=model.labels,
             )
         return InferOutput(name, datatype, array.shape, array, binary)
+
+
+def _config_batch_size(model: ModelVersion) -> int:
+    """The ``max_batch_size`` the model config shows: the scheduler's, else the backend's."""
+    return model.scheduler.settings.max_batch_size if model.scheduler is not None else model.backend.max_batch_size
 
 
 def _classification(

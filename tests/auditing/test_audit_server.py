@@ -147,7 +147,6 @@ def test_sigkill_under_load_loses_no_answered_request_with_fsync_always(
     recorded = {r.get("request_id") for r in records(log) if r["event"] == "inference" and r["status"] == "ok"}
     missing = [request_id for request_id in answered if request_id not in recorded]
     assert not missing, f"{len(missing)} answered requests have no record, e.g. {missing[:3]}"
-    assert any(r["event"] == "recovery" for r in records(log)) or result.returncode == 0
 
 
 @pytest.mark.parametrize("policy", ["fail-closed", "fail-open"])

@@ -239,6 +239,9 @@ class ServeConfig:
         "Seconds in-flight requests may take to finish after SIGTERM/SIGINT before the server exits.",
         metavar="SECONDS",
     )
+    keep_alive_timeout: float = _opt(
+        5.0, "Seconds an idle keep-alive connection stays open (0: until the client closes it).", metavar="SECONDS"
+    )
     not_ready_status: int = _opt(
         400, "HTTP status of a negative readiness answer (the protocol says 400; some platforms want 503)."
     )
@@ -258,6 +261,8 @@ class ServeConfig:
             raise ConfigError(f"body_timeout must be >= 0, not {self.body_timeout}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be >= 0, not {self.graceful_timeout}")
+        if self.keep_alive_timeout < 0:
+            raise ConfigError(f"keep_alive_timeout must be >= 0, not {self.keep_alive_timeout}")
         for name in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "default_timeout_us"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")

@@ -1,10 +1,12 @@
-"""Run a server: build the plugins, the data plane and the app, and hand them to uvicorn.
+"""Run a server: build the plugins, the data plane and the app, and serve them over HTTP/1.1.
 
+The HTTP server is servecore's own (:mod:`servecore.http.connection`) on uvloop when installed.
 SIGTERM/SIGINT: readiness turns false at once, the listening socket closes (no new connections),
-in-flight requests get ``graceful_timeout`` seconds to finish, then the models are unloaded and
-:func:`serve` returns 0. A model call still running after that cannot be interrupted: it is
-abandoned and :func:`serve` returns :data:`ABANDONED`, telling the caller to end the process
-without waiting for it.
+idle keep-alive connections close, in-flight requests get ``graceful_timeout`` seconds to finish
+(their connections close after the answer), then the models are unloaded and :func:`serve`
+returns 0. A second SIGINT stops waiting. A model call still running after that cannot be
+interrupted: it is abandoned and :func:`serve` returns :data:`ABANDONED`, telling the caller to
+end the process without waiting for it.
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 import time
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable
-
-import uvicorn
 
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
+from servecore.http.connection import Connection, ServerState
 from servecore.models import pin_mmap_threshold
-from servecore.http.protocols import json_error_protocol
 from servecore.plugins import get_plugin_manager
 
 if TYPE_CHECKING:
@@ -36,53 +34,84 @@ logger = logging.getLogger("servecore")
 #: Exit code of a shutdown that abandoned model calls still running after ``graceful_timeout``.
 #: Their worker threads cannot be stopped, so the process must exit without joining them.
 ABANDONED = 3
+#: Pending connections the kernel queues before accepting.
+BACKLOG = 2048
 
 
-def _has_module(name: str) -> bool:
-    import importlib.util
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
-    return importlib.util.find_spec(name) is not None
 
+class _Server:
+    """Listens, serves until a shutdown signal, then drains."""
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, turning readiness off as soon as a shutdown signal arrives."""
-
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, on_started: Callable[[str, int], None]) -> None:
-        super().__init__(config)
+    def __init__(self, config: ServeConfig, dataplane: DataPlane, on_started: Callable[[str, int], None]) -> None:
+        self.config = config
         self.dataplane = dataplane
         self.on_started = on_started
         self.exit_requested_at: float | None = None
-        self.background: list[asyncio.Task[None]] = []
+        self.started = False
+        self._exit: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.dataplane.shutting_down:
+    def handle_exit(self, sig: int) -> None:
+        assert self._exit is not None and self._force is not None
+        if self.exit_requested_at is None:
             logger.info("shutting down: readiness is now false, finishing in-flight requests")
             self.exit_requested_at = time.monotonic()
+        elif sig == signal.SIGINT:
+            logger.warning("second interrupt: not waiting for in-flight requests")
+            self._force.set()
+        # A graceful stop by SIGTERM is a success: the process exits 0.
         self.dataplane.shutting_down = True
-        # Unlike uvicorn's own handler, the signal is not recorded for re-raising after shutdown:
-        # a graceful stop by SIGTERM is a success and exits 0. A second SIGINT forces the exit.
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
+        self._exit.set()
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.servers:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
-            self.background = [asyncio.create_task(job) for job in self.dataplane.background_tasks()]
-            self.on_started(host, port)
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._exit, self._force = asyncio.Event(), asyncio.Event()
+        config = self.config
+        state = ServerState(
+            ServecoreApp(self.dataplane), keep_alive_timeout=config.keep_alive_timeout, access_log=config.access_log
+        )
+        try:
+            server = await loop.create_server(
+                lambda: Connection(state), host=config.host, port=config.port, backlog=BACKLOG, reuse_address=True
+            )
+        except OSError as exc:
+            logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+        self.started = True
+        host, port = server.sockets[0].getsockname()[:2]
+        background = [asyncio.create_task(job) for job in self.dataplane.background_tasks()]
+        self.on_started(host, port)
+        await self._exit.wait()
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for task in self.background:  # no polls or idle unloads while in-flight requests finish
+        for task in background:  # no polls or idle unloads while in-flight requests finish
             task.cancel()
-        await super().shutdown(sockets)
+        server.close()  # no new connections
+        drained = asyncio.ensure_future(state.drain())
+        forced = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait({drained, forced}, timeout=config.graceful_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not drained.done():
+            logger.warning(
+                "%d request(s) still unanswered after the graceful timeout of %gs: closing their connections",
+                state.busy, config.graceful_timeout,
+            )
+        for waiting in (drained, forced):
+            waiting.cancel()
+        state.abort_all()
 
     def grace_left(self) -> float | None:
         """Seconds of the graceful timeout left since the shutdown signal; None without a signal."""
-        limit = self.config.timeout_graceful_shutdown
-        if self.exit_requested_at is None or limit is None:
+        if self.exit_requested_at is None:
             return None
-        return max(0.0, limit - (time.monotonic() - self.exit_requested_at))
+        return max(0.0, self.config.graceful_timeout - (time.monotonic() - self.exit_requested_at))
 
 
 def example_request(dataplane: DataPlane, host: str, port: int) -> str:
@@ -130,24 +159,11 @@ def serve(
         print_fn("Try it:\n  " + example_request(dataplane, host, port))
         sys.stdout.flush()
 
-    uv_config = uvicorn.Config(
-        ServecoreApp(dataplane),
-        host=config.host,
-        port=config.port,
-        loop="uvloop" if _has_module("uvloop") else "asyncio",
-        http=json_error_protocol(),  # httptools when installed, else h11; unparseable HTTP gets JSON errors
-        lifespan="off",
-        access_log=config.access_log,
-        log_level=config.log_level,
-        timeout_graceful_shutdown=config.graceful_timeout,  # type: ignore[arg-type]  # uvicorn takes a float
-        server_header=False,
-    )
-    server = _Server(uv_config, dataplane, started)
+    server = _Server(config, dataplane, started)
     abandoned = 0
     try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
-        return int(exc.code or 1)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(server.run())
     finally:
         abandoned = dataplane.close(timeout=server.grace_left())
     if abandoned:

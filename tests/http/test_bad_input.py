@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from checks import assert_serving
+from rawhttp import raw_exchange, read_response
 from server_process import ServerProcess
 
 JSON = "application/json"
@@ -73,50 +74,6 @@ def binary_request(document: dict[str, Any], *blobs: bytes, header: str | None =
     """A binary-extension body (JSON then blobs) and its headers; *header* overrides the length header."""
     head = json.dumps(document).encode()
     return head + b"".join(blobs), {IHCL: str(len(head)) if header is None else header}
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response from *sock* (Content-Length or chunked): status, headers, body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before the response head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        length = int(headers["content-length"])
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        return status, headers, rest[:length]
-    assert headers.get("transfer-encoding") == "chunked", headers
-    body = b""
-    while True:
-        while b"\r\n" not in rest:
-            rest += sock.recv(65536)
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line, 16)
-        while len(rest) < size + 2:
-            rest += sock.recv(65536)
-        body += rest[:size]
-        rest = rest[size + 2 :]
-        if size == 0:
-            return status, headers, body
-
-
-def raw_exchange(port: int, request: bytes, *, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        return read_response(sock)
 
 
 def raw_head(port: int, path: str, headers: dict[str, str]) -> bytes:

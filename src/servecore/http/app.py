@@ -212,7 +212,7 @@ class Endpoints:
             else:
                 audit.request_id = request.id
         if model.scheduler is not None:
-            response = await _unless_disconnected(self.dp, request, receive)
+            response = await _unless_disconnected(self.dp, request, receive, scope)
         else:
             response = await self.dp.infer(request)
         payload, json_size = v2.encode_response(response, codec)
@@ -237,32 +237,46 @@ class ClientDisconnectedError(ServecoreError):
     status_code = 499
 
 
-async def _unless_disconnected(dp: DataPlane, request: InferenceRequest, receive: Receive) -> InferenceResponse:
+async def _unless_disconnected(
+    dp: DataPlane, request: InferenceRequest, receive: Receive, scope: Scope
+) -> InferenceResponse:
     """Infer, but give up the request if its client disconnects while it waits in a queue.
 
     The watch starts only when the request actually waits (``request.on_wait``), so a request
-    that runs at once pays nothing for it.
+    that runs at once pays nothing for it. servecore's HTTP server calls back on a disconnect
+    (the ``servecore.disconnect`` extension); under another ASGI server a task waits in
+    ``receive()`` for ``http.disconnect`` instead.
     """
     task = asyncio.current_task()
     assert task is not None
     disconnected = False
 
-    async def watch() -> None:
+    def cancel() -> None:
         nonlocal disconnected
-        while (await receive())["type"] != "http.disconnect":
-            pass
         disconnected = True
         task.cancel()
 
-    def on_wait() -> Callable[[], None]:
-        watcher = asyncio.ensure_future(watch())
+    register: Callable[[Callable[[], None]], Callable[[], None]] | None = scope.get("extensions", {}).get(
+        "servecore.disconnect"
+    )
+    if register is not None:
+        request.on_wait = lambda: register(cancel)
+    else:
 
-        def stop() -> None:
-            watcher.cancel()
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            cancel()
 
-        return stop
+        def on_wait() -> Callable[[], None]:
+            watcher = asyncio.ensure_future(watch())
 
-    request.on_wait = on_wait
+            def stop() -> None:
+                watcher.cancel()
+
+            return stop
+
+        request.on_wait = on_wait
     try:
         return await dp.infer(request)
     except asyncio.CancelledError:

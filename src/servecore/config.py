@@ -240,7 +240,9 @@ class ServeConfig:
         metavar="SECONDS",
     )
     keep_alive_timeout: float = _opt(
-        5.0, "Seconds an idle keep-alive connection stays open (0: until the client closes it).", metavar="SECONDS"
+        5.0,
+        "Seconds an idle keep-alive connection stays open, and a request head may take to arrive (0: no limit).",
+        metavar="SECONDS",
     )
     not_ready_status: int = _opt(
         400, "HTTP status of a negative readiness answer (the protocol says 400; some platforms want 503)."

@@ -16,7 +16,8 @@ import logging
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp

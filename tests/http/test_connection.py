@@ -44,7 +44,7 @@ def closed_by_server(sock: socket.socket, within: float = 10.0) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -202,3 +202,23 @@ def test_shutdown_closes_idle_connections(serve: Callable[..., ServerProcess], m
         server.signal()
         assert closed_by_server(sock, within=10)
     assert server.wait(30) == 0, server.stderr()
+
+
+def test_a_head_dribbled_slower_than_the_keep_alive_timeout_is_closed(
+    serve: Callable[..., ServerProcess], model_paths: dict
+) -> None:
+    """Slowloris: bytes alone do not keep a connection open, a complete request head does."""
+    server = serve(str(model_paths["identity_fp32"]), "--keep-alive-timeout", "1")
+    with connect(server) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        for number in range(40):
+            time.sleep(0.25)
+            try:
+                sock.sendall(f"X-Slow-{number}: a\r\n".encode())
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed or closed_by_server(sock, within=1), "a dribbled head kept the connection open"
+        assert time.monotonic() - started < 6

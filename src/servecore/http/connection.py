@@ -28,7 +28,8 @@ import http
 import logging
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httptools
 import orjson
@@ -144,9 +145,21 @@ class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
 
     __slots__ = (
-        "body_done", "chunked", "chunks", "complete", "conn", "disconnect_callbacks", "disconnected",
-        "expect_continue", "head", "keep_alive", "response_complete", "scope", "status", "waiter",
+        "body_done",
         "buffered",
+        "chunked",
+        "chunks",
+        "complete",
+        "conn",
+        "disconnect_callbacks",
+        "disconnected",
+        "expect_continue",
+        "head",
+        "keep_alive",
+        "response_complete",
+        "scope",
+        "status",
+        "waiter",
     )
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
@@ -298,6 +311,8 @@ class Connection(asyncio.Protocol):
         self.active: Cycle | None = None  # being answered
         self.parsing: Cycle | None = None  # whose body is being parsed
         self.pipeline: collections.deque[Cycle] = collections.deque()
+        #: since when no request has been answered or read (None while one is); the keep-alive
+        #: sweep closes the connection after ``keep_alive_timeout`` of it
         self.idle_since: float | None = time.monotonic()
         self.closed = False
         self.paused = False
@@ -331,7 +346,11 @@ class Connection(asyncio.Protocol):
         self.state.remove(self)
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        # Bytes alone do not make a connection busy: a request head must be complete within the
+        # keep-alive timeout (a client dribbling one header line at a time is closed). Only the
+        # rest of a body answered before it arrived counts as progress.
+        if self.idle_since is not None and self.parsing is not None:
+            self.idle_since = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -481,8 +500,7 @@ class Connection(asyncio.Protocol):
             self.write(self.pending_error)
             self.close()
         else:
-            if self.parsing is None:  # not while the rest of an unread body still arrives
-                self.idle_since = time.monotonic()
+            self.idle_since = time.monotonic()
             self.state.notify_idle()
 
     # -- the transport ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ per-request plugin code (the authenticators).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,6 @@ import numpy as np
 from servecore import demo
 from servecore._version import __version__
 from servecore.batching import BatchingCore, load_batching
-from servecore.handoff import run_on
 from servecore.batching.policy import Batch, BatchSettings, BatchSettingsError
 from servecore.batching.scheduler import Scheduler, SchedulerEvents
 from servecore.codec import Codec, load_codec
@@ -470,7 +470,8 @@ class DataPlane:
                 # other requests or the health probes (see --inline-compute-us).
                 result, began, ended = _run(model.backend, feeds, names)
             else:
-                result, began, ended = await run_on(model.executor, _run, model.backend, feeds, names)
+                loop = asyncio.get_running_loop()
+                result, began, ended = await loop.run_in_executor(model.executor, _run, model.backend, feeds, names)
             model.observe_compute(ended - began, rows)
             outputs = self._outputs(model, result, wanted)
         except ServecoreError:

@@ -23,7 +23,6 @@ import numpy as np
 from servecore.batching import BatchingCore
 from servecore.batching.policy import NO_DEADLINE, Batch, BatchSettings
 from servecore.batching.runtime import RuntimeModel
-from servecore.handoff import run_on
 from servecore.datatypes import NUMPY_DTYPES
 from servecore.errors import (
     BackendError,
@@ -259,10 +258,11 @@ class Scheduler:
 
     async def _run(self, batch: Batch, members: list[_Pending]) -> None:
         try:
+            loop = asyncio.get_running_loop()
             started = time.monotonic_ns()
             feeds = self._gather(batch, members)
             gathered = time.monotonic_ns()
-            outputs, infer_start, infer_end = await run_on(self.executor, _infer, self.backend, feeds, self._output_names)
+            outputs, infer_start, infer_end = await loop.run_in_executor(self.executor, _infer, self.backend, feeds, self._output_names)
             self._finish(batch, members, outputs, started, gathered, infer_start, infer_end, feeds)
         except Exception as exc:
             self._fail(batch, members, exc)

@@ -77,6 +77,8 @@ class ServerState:
         self.keep_alive_timeout = keep_alive_timeout
         self.access_log = access_log
         self.connections: set[Connection] = set()
+        #: request tasks, held here: the loop keeps only weak references to tasks
+        self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.date_header = b""
         self._sweep: asyncio.TimerHandle | None = None
@@ -449,7 +451,9 @@ class Connection(asyncio.Protocol):
     def _start(self, cycle: Cycle) -> None:
         self.active = cycle
         self.idle_since = None
-        self.loop.create_task(self._run(cycle))
+        task = self.loop.create_task(self._run(cycle))
+        self.state.tasks.add(task)
+        task.add_done_callback(self.state.tasks.discard)
 
     async def _run(self, cycle: Cycle) -> None:
         try:

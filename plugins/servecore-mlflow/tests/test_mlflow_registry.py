@@ -246,6 +246,10 @@ def test_follows_an_alias_when_it_moves(registry: Registry, serve: Callable[...,
             while client.get("/v2/models/router").json()["versions"] != [two]:
                 assert time.monotonic() < deadline, f"version {one} still listed:\n{server.output()}"
                 time.sleep(0.1)
+            deadline = time.monotonic() + 30
+            while outcomes[two] == 0:  # the traffic, too, has met the new version
+                assert time.monotonic() < deadline, f"the traffic never met version {two}: {dict(outcomes)}"
+                time.sleep(0.05)
         finally:
             stop.set()
             sender.join()

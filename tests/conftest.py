@@ -6,7 +6,10 @@ pure-Python twins); CI runs the suite once each way.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -74,3 +77,25 @@ def serve(start_server: Callable[..., ServerProcess]) -> Callable[..., ServerPro
         return start_server(list(args), expect_ready=expect_ready)
 
     return start
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``tmpfs(size_bytes)``: a fresh tmpfs mount, unmounted after the test."""
+    mounts: list[Path] = []
+
+    def mount(size: int) -> Path:
+        target = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
+        target.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+                              check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(target)
+        return target
+
+    yield mount
+    for target in mounts:
+        subprocess.run(["umount", "-l", str(target)], check=False)

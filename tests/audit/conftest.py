@@ -1,11 +1,9 @@
-"""Fixtures of the audit-log tests: a key directory, a log factory, a small real tmpfs."""
+"""Fixtures of the audit-log tests: a key directory and a log factory (tmpfs: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,28 +74,6 @@ class FakeClock:
     def __call__(self) -> int:
         self.now += 1000
         return self.now
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
-    """``tmpfs(size_bytes)``: a fresh tmpfs mount, unmounted after the test."""
-    mounts: list[Path] = []
-
-    def mount(size: int) -> Path:
-        target = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
-        target.mkdir()
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
-                              check=False, capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-        mounts.append(target)
-        return target
-
-    yield mount
-    for target in mounts:
-        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

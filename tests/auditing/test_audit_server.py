@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +39,6 @@ def keys(tmp_path: Path) -> Path:
     result = servecore("audit", "keygen", str(tmp_path / "keys"))
     assert result.returncode == 0, result.stderr
     return tmp_path / "keys"
-
-
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
-    """A small real tmpfs (this machine runs the tests as root), unmounted afterwards."""
-    mounts: list[Path] = []
-
-    def mount(size: int) -> Path:
-        target = tmp_path / f"tmpfs{len(mounts)}"
-        target.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], check=True)
-        mounts.append(target)
-        return target
-
-    yield mount
-    for target in mounts:
-        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def verify(log: Path, keys: Path) -> subprocess.CompletedProcess[str]:

@@ -100,18 +100,24 @@ def handlers(root: Path, keys: Path, fsync: str, threads: int, seconds: float) -
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
-    all_waits = sorted(w for ws in waits for w in ws)
     log.close()
+    return waited(log, root / f"handlers-{fsync}", f"handlers x{threads}", fsync,
+                  [w for ws in waits for w in ws], elapsed)
+
+
+def waited(log: Any, log_dir: Path, load: str, fsync: str, waits: list[float], elapsed: float) -> dict[str, Any]:
+    """The row of a closed log whose handlers each waited for their record to be durable."""
+    waits = sorted(waits)
     stats = log.stats()
-    n = len(all_waits)
+    n = len(waits)
     return {
-        "load": f"handlers x{threads}", "fsync": fsync, "records": n,
+        "load": load, "fsync": fsync, "records": n,
         "records_per_s": n / elapsed,
-        "p50_ms": statistics.median(all_waits) * 1e3,
-        "p99_ms": all_waits[int(0.99 * (n - 1))] * 1e3,
+        "p50_ms": statistics.median(waits) * 1e3,
+        "p99_ms": waits[int(0.99 * (n - 1))] * 1e3,
         "records_per_commit": stats["written"] / stats["commits"],
         "write_errors": stats["write_errors"],
-        "verify": verify_log(root / f"handlers-{fsync}").exit_code,
+        "verify": verify_log(log_dir).exit_code,
     }
 
 
@@ -137,17 +143,7 @@ def event_loop(root: Path, keys: Path, fsync: str, tasks: int, seconds: float) -
 
     elapsed = asyncio.run(run())
     log.close()
-    stats = log.stats()
-    waits.sort()
-    n = len(waits)
-    return {
-        "load": f"asyncio x{tasks}", "fsync": fsync, "records": n,
-        "records_per_s": n / elapsed,
-        "p50_ms": statistics.median(waits) * 1e3,
-        "p99_ms": waits[int(0.99 * (n - 1))] * 1e3,
-        "records_per_commit": stats["written"] / stats["commits"],
-        "verify": verify_log(root / name).exit_code,
-    }
+    return waited(log, root / name, f"asyncio x{tasks}", fsync, waits, elapsed)
 
 
 def main(argv: list[str] | None = None) -> int:

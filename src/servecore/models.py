@@ -305,6 +305,17 @@ def release(model: ModelVersion, timeout: float | None, notify: Callable[[ModelE
 _M_MMAP_THRESHOLD = -3
 
 
+def _glibc() -> Any:
+    """glibc, for its allocator controls; None elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def pin_mmap_threshold(size: int = 128 * 1024) -> None:
     """Keep every allocation of *size* bytes and more in its own mmap (glibc).
 
@@ -313,23 +324,17 @@ def pin_mmap_threshold(size: int = 128 * 1024) -> None:
     server that loads and unloads models grows. A fixed threshold returns each such block to the
     operating system when it is freed. Call once, at server start.
     """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, size)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, size)
 
 
 def return_freed_memory() -> None:
     """Give the heap's free pages back to the operating system (glibc's ``malloc_trim``): a closed
     session's buffers are freed but would otherwise stay in the process's resident memory."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 #: Shortest wait for an idle worker to acknowledge, even when the shutdown deadline has passed.

@@ -46,6 +46,7 @@ BODY_HIGH_WATER = 1024 * 1024
 #: Pipelined requests parsed ahead of the one being answered before reading pauses.
 MAX_PIPELINE = 32
 
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _REASONS[499] = b"Client Closed Request"
 _STATUS_LINES: dict[int, bytes] = {}
@@ -258,7 +259,7 @@ class Cycle:
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "http.response.start":
-            if self.head is not None or self.status:
+            if self.status:
                 raise RuntimeError("the response has already started")
             self.status = status = message["status"]
             parts = [status_line(status), self.conn.state.date_header]
@@ -283,7 +284,7 @@ class Cycle:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         if self.response_complete:
             raise RuntimeError("the response is already complete")
-        if self.head is None and not self.status:
+        if not self.status:
             raise RuntimeError("http.response.body before http.response.start")
         body: bytes = message.get("body", b"")
         more = message.get("more_body", False)
@@ -411,7 +412,7 @@ class Connection(asyncio.Protocol):
         version = parser.get_http_version()
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "asgi": _ASGI,
             "http_version": version,
             "method": parser.get_method().decode("ascii"),
             "scheme": "http",
@@ -567,11 +568,9 @@ class _HeadTooLarge(Exception):
 
 
 async def _send_internal_error(cycle: Cycle) -> None:
+    """Answer 500 for an app that failed before it started its response, and close."""
     body = orjson.dumps({"error": "internal server error"})
-    cycle.head = None
-    cycle.status = 0
     cycle.keep_alive = False
-    cycle.chunked = False
     await cycle.send(
         {
             "type": "http.response.start",

@@ -192,14 +192,25 @@ def test_a_half_written_file_is_never_loaded(repo: Path, serve: Callable[..., Se
     target = repo / "m" / "2" / "model.onnx"
     target.parent.mkdir()
     step = max(1, len(complete) // 60)
-    with target.open("wb") as f:  # a slow copy straight into place, over several poll intervals
-        for start in range(0, len(complete), step):
-            f.write(complete[start:start + step])
-            f.flush()
-            time.sleep(0.03)
+
+    def copy() -> None:  # a slow copy straight into place, over several poll intervals
+        with target.open("wb") as f:
+            for start in range(0, len(complete), step):
+                f.write(complete[start:start + step])
+                f.flush()
+                time.sleep(0.03)
+
+    # The copy runs on its own thread, so slow checks cannot pause it for a poll interval (the
+    # file would then look finished to the server, which is what the stable-fingerprint rule means).
+    writer = threading.Thread(target=copy)
+    writer.start()
+    try:
+        while writer.is_alive():
             entry = states(server.url, "m").get("2")
             assert entry is None, f"version 2 was looked at while half written: {entry}"
             assert answer(infer(server.url, "m")) == ("1", 1.0)
+    finally:
+        writer.join()
     eventually(lambda: answer(infer(server.url, "m")) == ("2", 2.0), "the completed version 2 to serve")
 
 

@@ -253,6 +253,11 @@ class ServeConfig:
     )
     log_level: LogLevel = _opt("info", "Log level.")
     access_log: bool = _opt(False, "Log every HTTP request.")
+    fast_path: bool = _opt(
+        True,
+        "Answer inference on batched models straight from the HTTP connection into the batch scheduler "
+        "(no task or ASGI round trip per request); --no-fast-path sends every request through the ASGI app.",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

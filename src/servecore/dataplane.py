@@ -503,8 +503,7 @@ class DataPlane:
                 "every input of a batched model needs the same first dimension (rows); got "
                 + ", ".join(f"{t.name} {t.shape[0]}" for t in request.inputs)
             )
-        timeout_us = _uint_parameter(request.parameters, "timeout", self.config.default_timeout_us)
-        priority = _uint_parameter(request.parameters, "priority", 0)
+        timeout_us, priority = self.queue_parameters(request)
         inflight = self.metrics.inflight
         inflight.inc()
         try:
@@ -525,6 +524,13 @@ class DataPlane:
         series.request.observe(request_ns / 1e9)
         series.queue.observe(timing.queue_ns / 1e9)
         return InferenceResponse(model.name, model.version, outputs, id=request.id)
+
+    def queue_parameters(self, request: InferenceRequest) -> tuple[int, int]:
+        """The request's ``timeout`` (µs, the configured default when absent) and ``priority``."""
+        return (
+            _uint_parameter(request.parameters, "timeout", self.config.default_timeout_us),
+            _uint_parameter(request.parameters, "priority", 0),
+        )
 
     # -- monitoring ----------------------------------------------------------------------------
 

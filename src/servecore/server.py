@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
 from servecore.http.connection import Connection, ServerState
+from servecore.http.fastpath import FastInfer
 from servecore.models import pin_mmap_threshold
 from servecore.plugins import get_plugin_manager
 
@@ -76,7 +77,10 @@ class _Server:
         self._exit, self._force = asyncio.Event(), asyncio.Event()
         config = self.config
         state = ServerState(
-            ServecoreApp(self.dataplane), keep_alive_timeout=config.keep_alive_timeout, access_log=config.access_log
+            ServecoreApp(self.dataplane),
+            keep_alive_timeout=config.keep_alive_timeout,
+            access_log=config.access_log,
+            fast=FastInfer(self.dataplane) if config.fast_path else None,
         )
         try:
             server = await loop.create_server(

@@ -16,7 +16,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -38,12 +38,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger("servecore.batching")
 
 
+class ResultSink(Protocol):
+    """Where a queued request's outcome goes: an ``asyncio.Future`` is one, and so is a transport's
+    own request object that answers from these calls without a task waiting (the fast path)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: tuple[dict[str, np.ndarray], BatchTiming]) -> None: ...
+    def set_exception(self, exception: BaseException) -> None: ...
+
+
 @dataclass(slots=True)
 class _Pending:
     feeds: Mapping[str, np.ndarray]
     rows: int
     arrival_ns: int
-    future: asyncio.Future[tuple[dict[str, np.ndarray], BatchTiming]]
+    future: ResultSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +138,16 @@ class Scheduler:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def submit(
-        self, feeds: Mapping[str, np.ndarray], rows: int, *, timeout_us: int = 0, priority: int = 0,
-        on_wait: Callable[[], Callable[[], None]] | None = None,
-    ) -> tuple[dict[str, np.ndarray], BatchTiming]:
-        """Queue one request of *rows* rows and wait for its own outputs (every model output).
+    def enqueue(
+        self, feeds: Mapping[str, np.ndarray], rows: int, sink: ResultSink, *, timeout_us: int = 0, priority: int = 0
+    ) -> int:
+        """Queue one request of *rows* rows; its own outputs (every model output) and timing, or
+        its error, go to *sink* (``set_result`` / ``set_exception``), maybe before this returns
+        (a batch that runs inline). Returns the request's id for :meth:`cancel`.
 
-        *on_wait* is called only if the request has to wait (it did not run at once); the function
-        it returns is called when the wait ends. Transports use it to watch for disconnects.
+        Raises InvalidInputError for a row count that cannot be batched and TooManyRequestsError
+        when admission refuses the request; the sink is not called then.
         """
-        loop = asyncio.get_running_loop()
         now = time.monotonic_ns()
         deadline = now + timeout_us * 1000 if timeout_us > 0 else NO_DEADLINE
         if not 1 <= rows <= self.settings.max_batch_size:
@@ -164,8 +173,7 @@ class Scheduler:
         request_id = self._next_id
         self._next_id += 1
         key = self._shape_ids.setdefault(shape_key(feeds, self._input_names, self._paddable), len(self._shape_ids))
-        future: asyncio.Future[tuple[dict[str, np.ndarray], BatchTiming]] = loop.create_future()
-        self._pending[request_id] = _Pending(feeds, rows, now, future)
+        self._pending[request_id] = _Pending(feeds, rows, now, sink)
         self.policy.add(request_id, rows, key, now, deadline, priority)
         if deadline != NO_DEADLINE:
             heapq.heappush(self._expiries, (deadline, request_id))
@@ -173,6 +181,28 @@ class Scheduler:
                 self._expiries = [e for e in self._expiries if e[1] in self._pending]
                 heapq.heapify(self._expiries)
         self._dispatch()
+        return request_id
+
+    def cancel(self, request_id: int) -> bool:
+        """Take a queued request out (its client went away): it never runs, its sink is not called.
+        False when it is no longer queued (running or answered)."""
+        if not self.policy.remove(request_id):
+            return False
+        self._pending.pop(request_id, None)
+        self._reschedule()
+        return True
+
+    async def submit(
+        self, feeds: Mapping[str, np.ndarray], rows: int, *, timeout_us: int = 0, priority: int = 0,
+        on_wait: Callable[[], Callable[[], None]] | None = None,
+    ) -> tuple[dict[str, np.ndarray], BatchTiming]:
+        """Queue one request of *rows* rows and wait for its own outputs (every model output).
+
+        *on_wait* is called only if the request has to wait (it did not run at once); the function
+        it returns is called when the wait ends. Transports use it to watch for disconnects.
+        """
+        future: asyncio.Future[tuple[dict[str, np.ndarray], BatchTiming]] = asyncio.get_running_loop().create_future()
+        request_id = self.enqueue(feeds, rows, future, timeout_us=timeout_us, priority=priority)
         if future.done():  # ran inline at once
             return future.result()
         stop_watching = on_wait() if on_wait is not None else None
@@ -180,9 +210,7 @@ class Scheduler:
             return await future
         except asyncio.CancelledError:
             # the client went away (or the server is stopping): never run what nobody waits for
-            if self.policy.remove(request_id):
-                self._pending.pop(request_id, None)
-                self._reschedule()
+            self.cancel(request_id)
             raise
         finally:
             if stop_watching is not None:

@@ -18,9 +18,10 @@ from servecore.audit.errors import AuditUnavailableError
 from servecore.auditing import new_request_id
 from servecore.dataplane import DataPlane
 from servecore.types import InferenceRequest, InferenceResponse
-from servecore.errors import InvalidInputError, ServecoreError, TooManyRequestsError, UnsupportedEncodingError
+from servecore.errors import InvalidInputError, ServecoreError, UnsupportedEncodingError
 from servecore.http import body as bodies
 from servecore.http import v2
+from servecore.http.fastpath import HEADER_LENGTH, error_headers
 from servecore.http.responses import OCTET_STREAM, Send, send_body, send_error, send_json
 from servecore.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -29,9 +30,6 @@ logger = logging.getLogger("servecore.http")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-HEADER_LENGTH = b"inference-header-content-length"
-
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -353,11 +351,7 @@ class _Guarded:
             await send_error(send, 415, exc.message, headers=[(b"accept-encoding", bodies.ACCEPT_ENCODING.encode())])
         except ServecoreError as exc:
             dp.metrics.http_errors.labels(str(exc.status_code)).inc()
-            headers = []
-            if exc.status_code == 401:
-                headers.append((b"www-authenticate", b"Bearer"))
-            elif isinstance(exc, TooManyRequestsError):
-                headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+            headers = error_headers(exc)
             if audit is not None and not isinstance(exc, AuditUnavailableError):
                 await audit.record(dp, _audit_status(exc.status_code), error_code=str(exc.status_code))
                 headers.append((b"x-request-id", audit.request_id.encode()))

@@ -29,7 +29,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 import orjson
@@ -73,8 +73,12 @@ class ServerState:
     """What the connections of one server share: the open connections, the Date header, and the
     keep-alive sweep that closes connections idle for longer than *keep_alive_timeout* seconds."""
 
-    def __init__(self, app: App, *, keep_alive_timeout: float, access_log: bool = False) -> None:
+    def __init__(
+        self, app: App, *, keep_alive_timeout: float, access_log: bool = False, fast: FastRoute | None = None
+    ) -> None:
         self.app = app
+        #: requests this may answer without a task and the ASGI round trip (see :class:`FastRoute`)
+        self.fast = fast
         self.keep_alive_timeout = keep_alive_timeout
         self.access_log = access_log
         self.connections: set[Connection] = set()
@@ -144,6 +148,22 @@ class ServerState:
             self._sweep = None
 
 
+class FastRoute(Protocol):
+    """A shortcut past the ASGI app for requests an app can answer from their complete body.
+
+    ``match`` sees the path of every POST request (without ``Expect: 100-continue``) and returns
+    a token for those it may take, else None. When such a request's body has arrived whole in
+    the read that completed its head (the usual case for a small body), the connection calls
+    ``handle(cycle, token, body)`` instead of starting the app: it returns True when it takes the
+    request, which it then answers, at once or later, with :meth:`Cycle.answer`; False sends the
+    request, body unread, to the ASGI app as usual. A body still arriving always goes to the app,
+    so the app's body timeout and back-pressure apply.
+    """
+
+    def match(self, path: str) -> Any | None: ...
+    def handle(self, cycle: Cycle, token: Any, body: bytes) -> bool: ...
+
+
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
 
@@ -157,6 +177,7 @@ class Cycle:
         "disconnect_callbacks",
         "disconnected",
         "expect_continue",
+        "fast",
         "head",
         "keep_alive",
         "response_complete",
@@ -181,6 +202,7 @@ class Cycle:
         self.status = 0
         self.response_complete = False
         self.disconnect_callbacks: list[Callable[[], None]] | None = None
+        self.fast: Any = None  # the FastRoute token, while the fast path may take the request
 
     # -- fed by the connection --------------------------------------------------------------------
 
@@ -227,6 +249,24 @@ class Cycle:
                 self.disconnect_callbacks.remove(callback)
 
         return remove
+
+    def answer(self, status: int, headers: bytes, body: bytes) -> None:
+        """The whole response at once, outside ASGI: *headers* are complete ``name: value\\r\\n``
+        lines (with the content length); the bytes are those :meth:`send` would write."""
+        if self.status:
+            raise RuntimeError("the response has already started")
+        self.status = status
+        conn = self.conn
+        if not self.keep_alive or conn.state.shutting_down:
+            self.keep_alive = False
+            end = b"connection: close\r\n\r\n"
+        else:
+            end = b"\r\n"
+        if not self.disconnected:
+            conn.write(b"".join((status_line(status), conn.state.date_header, headers, end, body)))
+        self.response_complete = True
+        self._wake()
+        conn.response_complete(self)
 
     # -- ASGI -------------------------------------------------------------------------------------
 
@@ -326,6 +366,10 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
+        self._fast = state.fast
+        self._feeding = False  # inside data_received
+        #: the active request, for the fast path once its body is complete within this read
+        self._fast_waiting: Cycle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -339,6 +383,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._fast_waiting = None
         for cycle in (self.active, self.parsing, *self.pipeline):
             if cycle is not None and not cycle.response_complete:
                 cycle.lost()
@@ -354,6 +399,7 @@ class Connection(asyncio.Protocol):
         # rest of a body answered before it arrived counts as progress.
         if self.idle_since is not None and self.parsing is not None:
             self.idle_since = time.monotonic()
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -367,6 +413,13 @@ class Connection(asyncio.Protocol):
                 self._refuse(500, "internal server error")
             else:
                 self._refuse(400, f"invalid HTTP request: {exc}")
+        finally:
+            self._feeding = False
+        waiting = self._fast_waiting
+        if waiting is not None:  # its body is still on its way: the app reads it (with its timeout)
+            self._fast_waiting = None
+            waiting.fast = None
+            self._spawn(waiting)
 
     def pause_writing(self) -> None:
         if self.write_paused is None:
@@ -426,6 +479,8 @@ class Connection(asyncio.Protocol):
         }
         cycle = Cycle(self, scope, parser.should_keep_alive(), expect_continue and version == "1.1")
         scope["extensions"] = {"servecore.disconnect": cycle.on_disconnect}
+        if self._fast is not None and not expect_continue and scope["method"] == "POST":
+            cycle.fast = self._fast.match(text_path)
         self.parsing = cycle
         if self.active is None:
             self._start(cycle)
@@ -444,6 +499,10 @@ class Connection(asyncio.Protocol):
         self.parsing = None
         if cycle is not None:
             cycle.finish_body()
+            if cycle is self._fast_waiting:
+                self._fast_waiting = None
+                if not self._run_fast(cycle):
+                    self._spawn(cycle)
         if self.active is None and not self.pipeline:  # the end of a body answered before it came
             self.idle_since = time.monotonic()
 
@@ -452,6 +511,35 @@ class Connection(asyncio.Protocol):
     def _start(self, cycle: Cycle) -> None:
         self.active = cycle
         self.idle_since = None
+        if cycle.fast is not None:
+            if cycle.complete:
+                if self._run_fast(cycle):
+                    return
+            elif self._feeding:  # the rest of the body may be in this read: on_message_complete
+                self._fast_waiting = cycle
+                return
+            cycle.fast = None
+        self._spawn(cycle)
+
+    def _run_fast(self, cycle: Cycle) -> bool:
+        """Offer the complete request to the fast path; False when it is the app's to answer."""
+        token, cycle.fast = cycle.fast, None
+        chunks = cycle.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return self._fast.handle(cycle, token, body)  # type: ignore[union-attr]  # set with the token
+        except Exception:
+            logger.exception("unhandled error on %s %s", cycle.scope["method"], cycle.scope["path"])
+            if cycle.status:
+                self.abort()
+            else:
+                cycle.keep_alive = False
+                body = orjson.dumps({"error": "internal server error"})
+                cycle.answer(500, b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body), body)
+            return True
+
+    def _spawn(self, cycle: Cycle) -> None:
+        """Answer *cycle* with the ASGI app, in a task of its own."""
         task = self.loop.create_task(self._run(cycle))
         self.state.tasks.add(task)
         task.add_done_callback(self.state.tasks.discard)
@@ -530,6 +618,8 @@ class Connection(asyncio.Protocol):
         Requests parsed before the broken one are still answered, in order, and the error follows.
         """
         parsing, self.parsing = self.parsing, None
+        if parsing is self._fast_waiting:
+            self._fast_waiting = None  # the error below is its answer
         self.pause_reading()
         response = error_response(status, message)
         if self.active is None or parsing is self.active:

@@ -70,7 +70,9 @@ from models import HEAVY_FEATURES, build_heavy, build_small
 ROOT = HERE.parent
 HEAVY, SMALL = "heavy", "mlp"  # model names (the files' stems)
 FEATURES = {HEAVY: HEAVY_FEATURES, SMALL: 64}
-ALL_MODES = ("off", "on")
+#: off: no batching; on: batching (with the fast path when servecore has one); asgi: batching with
+#: ``--no-fast-path``, every request through the ASGI app (the fast path's baseline, same run)
+ALL_MODES = ("off", "on", "asgi")
 #: servecore serve options this benchmark passes (detected in ``serve --help``)
 BATCH_OPTIONS = (
     "--max-batch-size",
@@ -79,6 +81,7 @@ BATCH_OPTIONS = (
     "--max-queue-size",
     "--instances",
     "--default-timeout-us",
+    "--no-fast-path",
 )
 #: pause before reading statistics, so that requests still in flight when wrk stops are counted
 STATS_SETTLE_S = 0.25
@@ -173,6 +176,8 @@ def batching_args(args: argparse.Namespace, *, mode: str, model: str, supported:
     """The servecore options of one server: batching off or on, as far as servecore knows them."""
     if mode == "off":
         return ["--max-batch-size", "0"] if "--max-batch-size" in supported else []
+    if mode == "asgi" and "--no-fast-path" not in supported:
+        raise BenchError("this servecore has no --no-fast-path option: leave 'asgi' out of --modes")
     delay = args.max_queue_delay_us if model == HEAVY else args.small_max_queue_delay_us
     wanted = [("--max-batch-size", args.max_batch_size), ("--max-queue-delay-us", delay)]
     optional = [
@@ -189,7 +194,7 @@ def batching_args(args: argparse.Namespace, *, mode: str, model: str, supported:
             "--help`): dynamic batching is not available in it yet, so batching cannot be "
             "turned on. Run `--modes off` to exercise the harness without batching."
         )
-    return [a for opt, value in wanted for a in (opt, str(value))]
+    return [a for opt, value in wanted for a in (opt, str(value))] + (["--no-fast-path"] if mode == "asgi" else [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +304,7 @@ def build_table(results: dict[str, Any]) -> str:
             c, rps, lat = p["concurrency"], p["requests_per_s"], p["latency_us"]
             mean = p["stats"].get("mean_batch_size")
             ratio = "—"
-            off = find_point(results, model, "off", c) if mode == "on" else None
+            off = find_point(results, model, "off", c) if mode != "off" else None
             if off is not None:
                 ratio = f"{rps / off['requests_per_s']:.2f}×"
                 if model == SMALL:
@@ -444,7 +449,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("-c", "--concurrency", default="1,16,64", help="wrk connections on the heavy model (1,16,64)")
     ap.add_argument("-d", "--duration", type=int, default=10, help="whole seconds per point (10)")
     ap.add_argument("--warmup", type=int, default=2, help="discarded warm-up whole seconds, 0 for none (2)")
-    ap.add_argument("--modes", default="off,on", help="off, on or off,on (default both)")
+    ap.add_argument(
+        "--modes", default="off,on,asgi",
+        help="any of off, on, asgi (batching on with --no-fast-path), comma-separated (default all three)",
+    )
     ap.add_argument("--max-batch-size", type=int, default=64, help="batching on: rows per batch (64)")
     ap.add_argument("--max-queue-delay-us", type=int, default=2000, help="batching on, heavy model (2000)")
     ap.add_argument(
@@ -605,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         stats_missing = False
         for model, mode, conc in plan:
             key = f"{model}-{mode}"
-            label = "on" if mode == "on" else "off"
+            label = {"on": "on", "asgi": "on, --no-fast-path"}.get(mode, "off")
             port = bh.free_port()
             argv = bh.servecore_argv(args.servecore_cmd, models[model], port)
             argv += thread_args + run_args[(model, mode)]
@@ -651,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Raw onnxruntime at every batch size the server formed on the heavy model (and 1).
         sizes = {1}
-        for p in results["runs"].get(f"{HEAVY}-on", {}).get("points", []):
+        for p in [p for mode in ("on", "asgi") for p in results["runs"].get(f"{HEAVY}-{mode}", {}).get("points", [])]:
             mean = p["stats"].get("mean_batch_size")
             if mean is not None:
                 sizes.add(max(1, round(mean)))

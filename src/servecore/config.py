@@ -183,6 +183,14 @@ class ServeConfig:
         "costs more than a small model's whole run). 0: always use the worker thread.",
         metavar="US",
     )
+    gil_switch_interval_us: int = _opt(
+        200,
+        "How long the event loop may keep the GIL from a model thread that is waiting for it "
+        "(sys.setswitchinterval; Python's default is 5000). A model thread needs the GIL for a "
+        "moment before and after every onnxruntime or PyTorch call: at 5 ms a busy loop keeps a "
+        "model core or a GPU idle for up to twice that per call.",
+        metavar="US",
+    )
     max_batch_size: int = _opt(
         0,
         "Dynamic batching: most rows (first-dimension entries, not requests) one model execution "
@@ -283,6 +291,8 @@ class ServeConfig:
             self.preferred_batch_list
         except ValueError:
             raise ConfigError(f"preferred_batch_sizes must be comma-separated integers, not {self.preferred_batch_sizes!r}") from None
+        if self.gil_switch_interval_us < 1:
+            raise ConfigError(f"gil_switch_interval_us must be >= 1, not {self.gil_switch_interval_us}")
         if self.inline_compute_us < 0:
             raise ConfigError(f"inline_compute_us must be >= 0, not {self.inline_compute_us}")
         if self.intra_op_threads < 0:

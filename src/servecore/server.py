@@ -155,6 +155,8 @@ def serve(
     Raises :class:`~servecore.errors.ServecoreError` subclasses when a model cannot be loaded.
     """
     pin_mmap_threshold()  # models loaded and unloaded for days must not fragment the heap
+    # model threads get the GIL back from a busy event loop within this (see the option's help)
+    sys.setswitchinterval(config.gil_switch_interval_us / 1e6)
     pm = pm or get_plugin_manager(disabled=config.disabled_plugins)
     dataplane = create_dataplane(config, pm)
     logger.info("servecore core: %s", dataplane.codec.implementation)

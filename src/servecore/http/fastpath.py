@@ -10,9 +10,12 @@ response is written from the batch's completion callback.
 
 It answers exactly what the ASGI path answers: it parses and validates with the same functions,
 counts the same statistics and metrics and encodes the same bytes. What it does not handle
-(any input the ASGI path would refuse, a model that does not batch or is not ready, compressed
-bodies or responses, the audit log, a failed authentication, raw binary requests) it declines
-before anything is counted, and the ASGI path answers it from the start. So every error message
+(an input that fails parsing or validation, a model that does not batch or is not ready,
+compressed bodies or responses, the audit log, a failed authentication, raw binary requests) it
+declines before anything is counted, and the ASGI path answers it from the start. Once a
+request is handed to the scheduler, what the scheduler says (more rows than ``max_batch_size``,
+a full queue, a deadline passed in the queue, a failed batch) is answered here, with the error
+the ASGI path would send. So every error message
 comes from one place; ``tests/http/test_fastpath.py`` checks that both paths answer a corpus of
 good and bad requests with the same bytes.
 """

@@ -69,6 +69,7 @@ def sample(name: str) -> tuple[Any, str]:
         "host": ("0.0.0.0", "0.0.0.0"),
         "preferred_batch_sizes": ("4,8", "4,8"),
         "pad_inputs": ("x=0,mask=-1.5", "x=0,mask=-1.5"),
+        "model_cpus": ("0", "0"),
     }
     if name in special:
         return special[name]
@@ -229,6 +230,8 @@ def test_derived_values() -> None:
         (["--not-ready-status", "404"], {}, "not_ready_status must be 400 or 503"),
         (["--log-level", "loud"], {}, "'loud' is not one of"),
         (["--intra-op-threads", "-2"], {}, "intra_op_threads must be >= 0"),
+        (["--model-cpus", "0-x"], {}, "model_cpus: '0-x' is not a CPU number or range"),
+        (["--gil-switch-interval-us", "0"], {}, "gil_switch_interval_us must be >= 1"),
     ],
 )
 def test_invalid_values_are_clean_usage_errors(

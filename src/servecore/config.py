@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from servecore.affinity import parse_cpus
 from servecore.errors import ConfigError
 
 ENV_PREFIX = "SERVECORE_"
@@ -183,6 +184,13 @@ class ServeConfig:
         "costs more than a small model's whole run). 0: always use the worker thread.",
         metavar="US",
     )
+    model_cpus: str = _opt(
+        "",
+        "CPUs for the threads that run models, e.g. '0' or '2-7' (the event loop gets the others): "
+        "keeps the model and the request handling off each other's cores. Empty: the kernel places "
+        "every thread. Linux only.",
+        metavar="LIST",
+    )
     gil_switch_interval_us: int = _opt(
         200,
         "How long the event loop may keep the GIL from a model thread that is waiting for it "
@@ -291,6 +299,10 @@ class ServeConfig:
             self.preferred_batch_list
         except ValueError:
             raise ConfigError(f"preferred_batch_sizes must be comma-separated integers, not {self.preferred_batch_sizes!r}") from None
+        try:
+            parse_cpus(self.model_cpus)
+        except ValueError as exc:
+            raise ConfigError(f"model_cpus: {exc}") from None
         if self.gil_switch_interval_us < 1:
             raise ConfigError(f"gil_switch_interval_us must be >= 1, not {self.gil_switch_interval_us}")
         if self.inline_compute_us < 0:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence
 import numpy as np
 
 from servecore import demo
+from servecore.affinity import model_thread_initializer
 from servecore._version import __version__
 from servecore.batching import BatchingCore, load_batching
 from servecore.batching.policy import Batch, BatchSettings, BatchSettingsError
@@ -299,6 +300,7 @@ class DataPlane:
             ),
             pad_values=pad_values,
             pad_masks=masks,
+            thread_initializer=model_thread_initializer(self.config.model_cpus),
         )
         logger.info(
             "model %s version %s: dynamic batching up to %d rows (%s core)",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from servecore.affinity import model_thread_initializer
 from servecore.errors import ConfigError, ModelLoadError, ModelNotFoundError, ServecoreError, UnavailableError
 from servecore.models import (
     DRAINING,
@@ -141,7 +142,10 @@ class ModelManager:
         self._draining: dict[ModelVersion, asyncio.Task[None]] = {}
         self._waking: dict[ModelVersion, asyncio.Future[None]] = {}
         self._lock: asyncio.Lock | None = None
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="servecore-loader")
+        # the loader runs on the model CPUs too: threads a backend starts while loading inherit them
+        self._loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="servecore-loader", initializer=model_thread_initializer(config.model_cpus)
+        )
 
     # -- what to serve ---------------------------------------------------------------------------
 
@@ -226,7 +230,9 @@ class ModelManager:
     @staticmethod
     def _open(source: ModelSource, backend_name: str, loader: Any, config: ServeConfig) -> ModelVersion:
         backend = loader(source, config)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"servecore-{source.name}")
+        executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"servecore-{source.name}", initializer=model_thread_initializer(config.model_cpus)
+        )
         return ModelVersion(source, backend, backend_name, executor, config)
 
     def _fail(self, key: tuple[str, str], fp: Fingerprint, message: str, backend: str) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from servecore.affinity import pin_event_loop
 from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
 from servecore.http.connection import Connection, ServerState
@@ -157,6 +158,7 @@ def serve(
     pin_mmap_threshold()  # models loaded and unloaded for days must not fragment the heap
     # model threads get the GIL back from a busy event loop within this (see the option's help)
     sys.setswitchinterval(config.gil_switch_interval_us / 1e6)
+    pin_event_loop(config.model_cpus)  # before any thread starts: the others inherit it
     pm = pm or get_plugin_manager(disabled=config.disabled_plugins)
     dataplane = create_dataplane(config, pm)
     logger.info("servecore core: %s", dataplane.codec.implementation)

@@ -13,6 +13,8 @@ Measures, in one run and on the same machine:
 * ``ort``    -- raw onnxruntime, in-process, pinned to the server's core with the server's thread
                 settings, at every mean batch size the server achieved (rounded; always 1): the
                 samples per second the model itself can do at that batch size.
+* ``asgi``   -- batching on with ``--no-fast-path``: every request through the ASGI app, the
+                fast path's baseline in the same run (``--modes`` picks among off, on, asgi).
 * ``small``  -- the demo MLP (FP32[batch,64] -> 256 -> 10) at concurrency 1, batching off vs on
                 (on: the same batch size, ``--max-queue-delay-us 0`` by default): what batching
                 costs a request that has nobody to wait for.
@@ -34,6 +36,7 @@ The HTTP plumbing (server processes, wrk and its Lua script, taskset pinning, an
     python benchmarks/bench_batching.py --max-batch-size 32 --max-queue-delay-us 500
     python benchmarks/bench_batching.py --env SERVECORE_PURE_PYTHON=1
     python benchmarks/bench_batching.py --micro-only       # just the gather micro-benchmark
+    python benchmarks/bench_batching.py --server-cpus 0,1 --model-cpus 0   # model and loop on own cores
 """
 
 from __future__ import annotations
@@ -383,11 +386,15 @@ def render_markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
     out = ["# Dynamic batching", ""]
     if results["runs"]:
-        pin = (
-            f"server and raw onnxruntime on core {m['server_core']}, wrk on core {m['client_core']}"
-            if m["server_core"] is not None
-            else "not pinned"
-        )
+        if m["server_core"] is None:
+            pin = "not pinned"
+        elif m.get("server_cpus"):
+            pin = (
+                f"servecore on CPUs {m['server_cpus']} (model threads on {m.get('model_cpus') or 'any of them'}), "
+                f"raw onnxruntime on core {m['server_core']}, wrk on core {m['client_core']}"
+            )
+        else:
+            pin = f"server and raw onnxruntime on core {m['server_core']}, wrk on core {m['client_core']}"
         on_args = " ".join(results["on_args"].get(HEAVY, [])) or "(not run)"
         small_args = " ".join(results["on_args"].get(SMALL, [])) or "(not run)"
         out += [
@@ -486,6 +493,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--server-core", type=int, default=0, help="CPU for the server / onnxruntime (0)")
     ap.add_argument("--client-core", type=int, default=1, help="CPU for wrk (1)")
+    ap.add_argument(
+        "--server-cpus", default=None,
+        help="CPUs (taskset list) for the servecore processes instead of --server-core, e.g. 0,1 "
+        "(raw onnxruntime stays on --server-core)",
+    )
+    ap.add_argument(
+        "--model-cpus", default=None,
+        help="passed to every servecore server (off and on alike): model threads on these CPUs, "
+        "the event loop on the others of --server-cpus",
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not use taskset")
     ap.add_argument("--startup-timeout", type=float, default=120.0)
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
@@ -595,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": bh.cpu_name(),
             "nproc": os.cpu_count(),
             "server_core": server_core,
+            "server_cpus": args.server_cpus if server_core is not None else None,
+            "model_cpus": args.model_cpus,
             "client_core": client_core,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -617,10 +636,12 @@ def main(argv: list[str] | None = None) -> int:
             port = bh.free_port()
             argv = bh.servecore_argv(args.servecore_cmd, models[model], port)
             argv += thread_args + run_args[(model, mode)]
+            if args.model_cpus:
+                argv += ["--model-cpus", args.model_cpus]
             srv = Server(label=f"servecore {key}", argv=argv, env=server_env, port=port,
                          log_path=tmp / f"{key}.log")
             live.append(srv)
-            srv.start(server_core)
+            srv.start(args.server_cpus if args.server_cpus and server_core is not None else server_core)
             srv.wait_ready(args.startup_timeout)
             path = infer_path(model)
             check = bh.verify(srv.label, port, bodies[model], expect[model], path=path, header_length=header_lengths[model])

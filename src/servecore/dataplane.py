@@ -20,7 +20,7 @@ from servecore.affinity import model_thread_initializer
 from servecore._version import __version__
 from servecore.batching import BatchingCore, load_batching
 from servecore.batching.policy import Batch, BatchSettings, BatchSettingsError
-from servecore.batching.scheduler import Scheduler, SchedulerEvents
+from servecore.batching.scheduler import BatchTiming, Scheduler, SchedulerEvents
 from servecore.codec import Codec, load_codec
 from servecore.datatypes import NUMPY_DTYPES, config_datatype, v2_datatype
 from servecore.errors import (
@@ -500,39 +500,55 @@ class DataPlane:
         wanted: list[tuple[str, bool, int]], rows: int, series: ModelSeries, start: int,
     ) -> InferenceResponse:
         """Run *request* through its model's batch scheduler."""
-        if any(tensor.shape[0] != rows for tensor in request.inputs):
-            raise InvalidInputError(
-                "every input of a batched model needs the same first dimension (rows); got "
-                + ", ".join(f"{t.name} {t.shape[0]}" for t in request.inputs)
-            )
-        timeout_us, priority = self.queue_parameters(request)
+        timeout_us, priority = self.batch_parameters(request, rows)
         inflight = self.metrics.inflight
         inflight.inc()
         try:
             result, timing = await scheduler.submit(
                 feeds, rows, timeout_us=timeout_us, priority=priority, on_wait=request.on_wait
             )
-            outputs = self._outputs(model, result, wanted)
         except ServecoreError:
             self._failed(model, series, start)
             raise
         finally:
             inflight.dec()
-        if model.monitor is not None:
-            self._observe(model.monitor, request, feeds, result, rows)
-        request_ns = time.perf_counter_ns() - start
-        model.stats.record_request(rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
-        series.success.inc()
-        series.request.observe(request_ns / 1e9)
-        series.queue.observe(timing.queue_ns / 1e9)
-        return InferenceResponse(model.name, model.version, outputs, id=request.id)
+        return self.batched_response(model, request, feeds, wanted, rows, start, result, timing)
 
-    def queue_parameters(self, request: InferenceRequest) -> tuple[int, int]:
-        """The request's ``timeout`` (µs, the configured default when absent) and ``priority``."""
+    def batch_parameters(self, request: InferenceRequest, rows: int) -> tuple[int, int]:
+        """The request's ``timeout`` (µs, the configured default when absent) and ``priority``;
+        InvalidInputError unless every input has *rows* rows, or for a bad parameter."""
+        if any(tensor.shape[0] != rows for tensor in request.inputs):
+            raise InvalidInputError(
+                "every input of a batched model needs the same first dimension (rows); got "
+                + ", ".join(f"{t.name} {t.shape[0]}" for t in request.inputs)
+            )
         return (
             _uint_parameter(request.parameters, "timeout", self.config.default_timeout_us),
             _uint_parameter(request.parameters, "priority", 0),
         )
+
+    def batched_response(
+        self, model: ModelVersion, request: InferenceRequest, feeds: Mapping[str, np.ndarray],
+        wanted: list[tuple[str, bool, int]], rows: int, start: int,
+        result: Mapping[str, np.ndarray], timing: BatchTiming,
+    ) -> InferenceResponse:
+        """The response to *request* from its share of a batch's outputs, counted in the model's
+        statistics, metrics and monitor (raises ServecoreError, counted as a failure, when the
+        outputs cannot be shaped)."""
+        try:
+            outputs = self._outputs(model, result, wanted)
+        except ServecoreError:
+            self._failed(model, model.series, start)
+            raise
+        if model.monitor is not None:
+            self._observe(model.monitor, request, feeds, result, rows)
+        request_ns = time.perf_counter_ns() - start
+        model.stats.record_request(rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
+        series = model.series
+        series.success.inc()
+        series.request.observe(request_ns / 1e9)
+        series.queue.observe(timing.queue_ns / 1e9)
+        return InferenceResponse(model.name, model.version, outputs, id=request.id)
 
     # -- monitoring ----------------------------------------------------------------------------
 

@@ -77,11 +77,12 @@ class _Server:
         loop = asyncio.get_running_loop()
         self._exit, self._force = asyncio.Event(), asyncio.Event()
         config = self.config
+        app = ServecoreApp(self.dataplane)
         state = ServerState(
-            ServecoreApp(self.dataplane),
+            app,
             keep_alive_timeout=config.keep_alive_timeout,
             access_log=config.access_log,
-            fast=FastInfer(self.dataplane) if config.fast_path else None,
+            fast=FastInfer(app) if config.fast_path else None,
         )
         try:
             server = await loop.create_server(

@@ -321,14 +321,15 @@ class Scheduler:
         """Loop thread: a batch came back from its worker. The instance is free before this batch's
         answers go out, so the next batch starts now and runs (on another core, or a GPU) while
         the loop writes these answers."""
-        if not isinstance(outcome, BaseException):
-            self.runtime.observe(batch.rows, outcome[2] - outcome[1])
-        self.free += 1
-        self._dispatch()
         if isinstance(outcome, BaseException):
+            self.free += 1
+            self._dispatch()
             self._fail(batch, members, outcome if isinstance(outcome, Exception) else RuntimeError(repr(outcome)))
             return
         outputs, infer_start, infer_end = outcome
+        self.runtime.observe(batch.rows, infer_end - infer_start)  # before the next batch is planned
+        self.free += 1
+        self._dispatch()
         try:
             self._finish(batch, members, outputs, started, gathered, infer_start, infer_end, feeds)
         except Exception as exc:

@@ -21,8 +21,8 @@ from servecore.types import InferenceRequest, InferenceResponse
 from servecore.errors import InvalidInputError, ServecoreError, UnsupportedEncodingError
 from servecore.http import body as bodies
 from servecore.http import v2
-from servecore.http.fastpath import HEADER_LENGTH, error_headers
-from servecore.http.responses import OCTET_STREAM, Send, send_body, send_error, send_json
+from servecore.http.responses import OCTET_STREAM, Send, error_headers, request_headers, send_body, send_error, send_json
+from servecore.http.v2 import HEADER_LENGTH
 from servecore.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 logger = logging.getLogger("servecore.http")
@@ -30,10 +30,6 @@ logger = logging.getLogger("servecore.http")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
 
 def _model_args(scope: Scope) -> tuple[str, str | None]:
     params = scope["path_params"]
@@ -306,7 +302,7 @@ class AuditContext:
         await dp.auditor.inference(
             request_id=self.request_id, model=self.model, model_name=name, model_version=version, status=status,
             started_ns=self.started, principal=principal.name if principal is not None else None,
-            headers=_headers(self.scope), body=self.body, response=response, error_code=error_code,
+            headers=request_headers(self.scope), body=self.body, response=response, error_code=error_code,
         )
 
 
@@ -342,7 +338,7 @@ class _Guarded:
                 audit = scope["servecore.audit"] = AuditContext(scope)
                 dp.auditor.ensure_accepting()  # type: ignore[union-attr]  # fail-closed: 503 while it cannot
             if self.authenticate and dp.requires_auth:
-                scope["servecore.principal"] = dp.authenticate(_headers(scope))
+                scope["servecore.principal"] = dp.authenticate(request_headers(scope))
             await self.endpoint(scope, receive, send)
         except UnsupportedEncodingError as exc:
             dp.metrics.http_errors.labels("415").inc()

@@ -50,6 +50,8 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _REASONS[499] = b"Client Closed Request"
 _STATUS_LINES: dict[int, bytes] = {}
+_INTERNAL_ERROR = orjson.dumps({"error": "internal server error"})
+_INTERNAL_ERROR_HEADERS = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(_INTERNAL_ERROR)
 
 
 def status_line(status: int) -> bytes:
@@ -534,8 +536,7 @@ class Connection(asyncio.Protocol):
                 self.abort()
             else:
                 cycle.keep_alive = False
-                body = orjson.dumps({"error": "internal server error"})
-                cycle.answer(500, b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body), body)
+                cycle.answer(500, _INTERNAL_ERROR_HEADERS, _INTERNAL_ERROR)
             return True
 
     def _spawn(self, cycle: Cycle) -> None:
@@ -659,13 +660,12 @@ class _HeadTooLarge(Exception):
 
 async def _send_internal_error(cycle: Cycle) -> None:
     """Answer 500 for an app that failed before it started its response, and close."""
-    body = orjson.dumps({"error": "internal server error"})
     cycle.keep_alive = False
     await cycle.send(
         {
             "type": "http.response.start",
             "status": 500,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_INTERNAL_ERROR)).encode())],
         }
     )
-    await cycle.send({"type": "http.response.body", "body": body})
+    await cycle.send({"type": "http.response.body", "body": _INTERNAL_ERROR})

@@ -28,61 +28,39 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from servecore.errors import ServecoreError, TooManyRequestsError
+from servecore.errors import ServecoreError
 from servecore.http import body as bodies
 from servecore.http import v2
 from servecore.http.connection import Cycle
-from servecore.http.responses import JSON, OCTET_STREAM
+from servecore.http.responses import JSON, OCTET_STREAM, error_headers, header_block, request_headers
 from servecore.models import READY
-from servecore.types import InferenceResponse
 
 if TYPE_CHECKING:
     import numpy as np
 
     from servecore.batching.scheduler import BatchTiming
     from servecore.dataplane import DataPlane
+    from servecore.http.app import ServecoreApp
     from servecore.models import ModelVersion
     from servecore.types import InferenceRequest
 
 logger = logging.getLogger("servecore.http")
 
-HEADER_LENGTH = b"inference-header-content-length"
-_PREFIX, _SUFFIX = "/v2/models/", "/infer"
-
-
-def header_block(content_type: bytes, length: int, extra: list[tuple[bytes, bytes]] | tuple[()] = ()) -> bytes:
-    """The header lines :func:`servecore.http.responses.send_body` sends, as bytes."""
-    block = b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, length)
-    for name, value in extra:
-        block += name + b": " + value + b"\r\n"
-    return block
-
-
-def error_headers(exc: ServecoreError) -> list[tuple[bytes, bytes]]:
-    """The headers an error response carries besides its content type and length."""
-    if exc.status_code == 401:
-        return [(b"www-authenticate", b"Bearer")]
-    if isinstance(exc, TooManyRequestsError):
-        return [(b"retry-after", str(exc.retry_after_s).encode())]
-    return []
-
-
 class FastInfer:
-    """``POST /v2/models/{m}[/versions/{v}]/infer`` for models with a batch scheduler."""
+    """``POST /v2/models/{m}[/versions/{v}]/infer`` for models with a batch scheduler, routed by
+    the app's own router."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
-        self.dp = dataplane
-        self.max_body = dataplane.config.max_body_size
+    def __init__(self, app: ServecoreApp) -> None:
+        self.app = app
+        self.dp = app.dataplane
+        self.max_body = self.dp.config.max_body_size
+        self._infer = app.model_actions["infer"]
 
     def match(self, path: str) -> tuple[str, str | None] | None:
-        if not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
+        endpoints, params = self.app.route(path)
+        if endpoints is not self._infer:
             return None
-        parts = path[len(_PREFIX):-len(_SUFFIX)].split("/")
-        if len(parts) == 1:
-            return (parts[0], None) if parts[0] else None
-        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
-            return parts[0], parts[2]
-        return None
+        return params["model"], params.get("version")
 
     def handle(self, cycle: Cycle, token: tuple[str, str | None], body: bytes) -> bool:
         dp = self.dp
@@ -99,13 +77,13 @@ class FastInfer:
         start = time.perf_counter_ns()
         header_length = None
         for key, value in cycle.scope["headers"]:
-            if key == HEADER_LENGTH:
+            if key == v2.HEADER_LENGTH:
                 header_length = value.decode("latin-1")
             elif key == b"content-encoding" or key == b"accept-encoding" and bodies.choose_encoding(value.decode("latin-1")):
                 return False
         try:
             if dp.requires_auth:
-                dp.authenticate({k.decode("latin-1"): v.decode("latin-1") for k, v in cycle.scope["headers"]})
+                dp.authenticate(request_headers(cycle.scope))
             json_length = v2.parse_header_length(header_length, len(body))
             if json_length == 0:
                 return False  # raw binary: the ASGI path checks the model's single input
@@ -113,9 +91,9 @@ class FastInfer:
             feeds = dp._feeds(model, request.inputs)
             wanted = dp._requested_outputs(model, request)
             rows = request.inputs[0].shape[0]
-            if rows <= 0 or any(tensor.shape[0] != rows for tensor in request.inputs):
+            if rows <= 0:  # an empty request runs unbatched
                 return False
-            timeout_us, priority = dp.queue_parameters(request)
+            timeout_us, priority = dp.batch_parameters(request, rows)
         except ServecoreError:
             return False
         fast = FastRequest(dp, cycle, model, request, wanted, feeds, rows, start)
@@ -169,25 +147,12 @@ class FastRequest:
             return
         self._end()
         outputs, timing = result
-        dp, model, request = self.dp, self.model, self.request
-        series = model.series
+        model = self.model
         try:
-            shaped = dp._outputs(model, outputs, self.wanted)
-        except ServecoreError as exc:
-            dp._failed(model, series, self.start)
-            self._error(exc)
-            return
-        if model.monitor is not None:
-            dp._observe(model.monitor, request, self.feeds, outputs, self.rows)
-        request_ns = time.perf_counter_ns() - self.start
-        model.stats.record_request(self.rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
-        series.success.inc()
-        series.request.observe(request_ns / 1e9)
-        series.queue.observe(timing.queue_ns / 1e9)
-        try:
-            payload, json_size = v2.encode_response(
-                InferenceResponse(model.name, model.version, shaped, id=request.id), dp.codec
+            response = self.dp.batched_response(
+                model, self.request, self.feeds, self.wanted, self.rows, self.start, outputs, timing
             )
+            payload, json_size = v2.encode_response(response, self.dp.codec)
         except ServecoreError as exc:
             self._error(exc)
             return
@@ -195,7 +160,7 @@ class FastRequest:
             self.cycle.answer(200, header_block(JSON, len(payload)), payload)
         else:
             self.cycle.answer(
-                200, header_block(OCTET_STREAM, len(payload), [(HEADER_LENGTH, str(json_size).encode())]), payload
+                200, header_block(OCTET_STREAM, len(payload), [(v2.HEADER_LENGTH, str(json_size).encode())]), payload
             )
 
     def set_exception(self, exception: BaseException) -> None:
@@ -216,9 +181,9 @@ class FastRequest:
         if self.finished:
             return
         self._end()
-        model = self.model
-        if model.scheduler is not None and self.queue_id >= 0:
-            model.scheduler.cancel(self.queue_id)
+        scheduler = self.model.scheduler
+        if scheduler is not None:
+            scheduler.cancel(self.queue_id)
         self._answer_error(499, "the client disconnected before the answer was ready", [])
 
     def _error(self, exc: ServecoreError) -> None:

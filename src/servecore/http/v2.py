@@ -13,6 +13,8 @@ from servecore.datatypes import NUMPY_DTYPES, WIRE_ITEMSIZE, bf16_to_float32
 from servecore.errors import InvalidInputError
 from servecore.types import InferenceRequest, InferenceResponse, InferInput, RequestedOutput, TensorSpec
 
+#: The header giving the length of the JSON part of a body with binary tensor data (lower case).
+HEADER_LENGTH = b"inference-header-content-length"
 #: Largest accepted ``Inference-Header-Content-Length`` (int32, as Triton).
 MAX_HEADER_LENGTH = 2**31 - 1
 #: Most elements a tensor shape may describe (counting 0 dims as 1): what numpy can address.

@@ -28,6 +28,7 @@ import http
 import logging
 import time
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -166,10 +167,36 @@ class FastRoute(Protocol):
     def handle(self, cycle: Cycle, token: Any, body: bytes) -> bool: ...
 
 
+def _nothing() -> None:
+    pass
+
+
+class _DisconnectHook:
+    """The ``servecore.disconnect`` extension: :meth:`Cycle.on_disconnect`, holding its cycle weakly.
+
+    The scope belongs to the cycle; a bound method in it would close a reference loop, and every
+    request's cycle, scope and body would wait for the garbage collector instead of going the
+    moment the response is complete. Measured on the batching server: gen-0 collections of
+    ~0.6 ms each, every ~100 requests, freeing the requests' objects in bulk.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Cycle) -> None:
+        self._cycle = weakref.ref(cycle)
+
+    def __call__(self, callback: Callable[[], None]) -> Callable[[], None]:
+        cycle = self._cycle()
+        if cycle is None:  # the request is over: nothing left to watch
+            return _nothing
+        return cycle.on_disconnect(callback)
+
+
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
 
     __slots__ = (
+        "__weakref__",
         "body_done",
         "buffered",
         "chunked",
@@ -480,7 +507,7 @@ class Connection(asyncio.Protocol):
             "server": self.server,
         }
         cycle = Cycle(self, scope, parser.should_keep_alive(), expect_continue and version == "1.1")
-        scope["extensions"] = {"servecore.disconnect": cycle.on_disconnect}
+        scope["extensions"] = {"servecore.disconnect": _DisconnectHook(cycle)}
         if self._fast is not None and not expect_continue and scope["method"] == "POST":
             cycle.fast = self._fast.match(text_path)
         self.parsing = cycle

@@ -1055,3 +1055,38 @@ def test_deadlines_admission_and_disconnects_in_the_queue_on_both_paths(
     taken = ["holder", "expires", "leaves#0", "queued#0", "queued#1", "refused", "runs, then leaves", "last"]
     assert fast_routes == {tag: [Route.TAKEN] for tag in taken}  # leaves#1 never started
     assert asgi_routes == {}
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+def test_match_routes_like_the_app_and_remembers_a_bounded_number_of_paths(batch_models: dict[str, Path]) -> None:  # noqa: F811
+    from servecore.config import ServeConfig
+    from servecore.dataplane import create_dataplane
+    from servecore.http import fastpath
+    from servecore.http.app import ServecoreApp
+    from servecore.plugins import get_plugin_manager
+
+    config = ServeConfig(models=(str(batch_models["identity_fp32"]),), max_batch_size=MAX_BATCH)
+    dp = create_dataplane(config, get_plugin_manager(load_entrypoints=False))
+    try:
+        fast = fastpath.FastInfer(ServecoreApp(dp))
+        cases = {
+            "/v2/models/identity_fp32/infer": ("identity_fp32", None),
+            "/v2/models/identity_fp32/versions/1/infer": ("identity_fp32", "1"),
+            "/v2/models/unknown/infer": ("unknown", None),  # which models exist is handle's business
+            "/v2/models/identity_fp32": None,
+            "/v2/models/identity_fp32/ready": None,
+            "/v2/models/identity_fp32/infer/more": None,
+            "/v2/repository/models/identity_fp32/load": None,
+            "/v2/health/ready": None,
+            "/nothing": None,
+        }
+        for _ in range(2):  # the second time from what it remembered
+            assert {path: fast.match(path) for path in cases} == cases
+        for i in range(3 * fastpath.MAX_PATHS):
+            assert fast.match(f"/v2/models/m{i}/infer") == (f"m{i}", None)
+            assert len(fast._tokens) <= fastpath.MAX_PATHS
+        assert {path: fast.match(path) for path in cases} == cases
+    finally:
+        dp.close()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from models import mlp
-from servecore.affinity import AffinityError, parse_cpus, placement
+from servecore.affinity import AffinityError, parse_cpus, placement, restricted_cpu_count
 from server_process import ServerProcess
 
 Start = Callable[..., ServerProcess]
@@ -89,3 +89,24 @@ def test_unusable_model_cpus_stop_the_server_with_a_message(start_server: Start,
     server = start_server([str(model_paths["fixed"]), "--model-cpus", "4000"], expect_ready=False)
     assert server.wait(timeout=60) == 1
     assert "--model-cpus 4000: CPU(s) 4000 are not available to this process" in server.stderr()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_confined_server_keeps_every_thread_on_its_cpus(model_paths: dict[str, Path], tmp_path: Path) -> None:
+    """Under taskset, onnxruntime's own pool (its default: a thread per physical core, each pinned
+    by onnxruntime) must not put threads on CPUs the process was not given."""
+    cpu = min(os.sched_getaffinity(0))
+    server = ServerProcess([str(mlp(tmp_path / "mlp.onnx")), "--max-batch-size", "8"], log_dir=tmp_path / "logs")
+    server.args[:0] = ["taskset", "-c", str(cpu)]
+    with server:
+        _post(server.url, "mlp", {"inputs": [{"name": "input", "shape": [8, 64], "datatype": "FP32", "data": [0.5] * 512}]})
+        assert server.proc is not None
+        others, main = _allowed_by_thread(server.proc.pid)
+    assert main == {cpu}
+    assert all(cpus == {cpu} for cpus in others), others
+
+
+def test_restricted_cpu_count() -> None:
+    assert restricted_cpu_count("0,2-3") == 3
+    allowed = len(os.sched_getaffinity(0))
+    assert restricted_cpu_count("") == (allowed if allowed < (os.cpu_count() or allowed) else None)

@@ -89,5 +89,24 @@ def pin_event_loop(model_cpus: str) -> None:
         os.sched_setaffinity(0, placed[1])
 
 
+def restricted_cpu_count(model_cpus: str) -> int | None:
+    """How many CPUs the model threads may use, when that is fewer than the machine has: the
+    ``--model-cpus`` list, or a process confined by ``taskset`` or a cpuset. None when they may
+    use every CPU (or the system cannot say).
+
+    onnxruntime's default intra-op pool has one thread per physical core of the machine, each
+    pinned by onnxruntime itself to a core of its choosing: a server confined to CPU 0 found a
+    spinning pool thread pinned to CPU 1, the CPU it had left to others. An explicit thread count
+    stops both.
+    """
+    cpus = parse_cpus(model_cpus)
+    if cpus:
+        return len(cpus)
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = len(os.sched_getaffinity(0))
+    return allowed if allowed < (os.cpu_count() or allowed) else None
+
+
 def _format(cpus: frozenset[int]) -> str:
     return ",".join(str(c) for c in sorted(cpus))

@@ -175,7 +175,8 @@ class ServeConfig:
         "", "Directory for TensorRT engine caches (default ~/.cache/servecore/tensorrt).", metavar="DIR"
     )
     intra_op_threads: int = _opt(
-        0, "Threads onnxruntime may use inside one operator (0: onnxruntime's default).", metavar="N"
+        0, "Threads onnxruntime may use inside one operator (0: one per CPU the model threads may use when "
+        "--model-cpus, taskset or a cpuset confines them, else onnxruntime's default).", metavar="N"
     )
     inline_compute_us: int = _opt(
         100,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from servecore.affinity import restricted_cpu_count
 from servecore.builtins.onnx_file import read_header
 from servecore.errors import BackendError, InvalidInputError, ModelLoadError
 from servecore.hookspecs import RegisterBackend, hookimpl
@@ -177,8 +178,9 @@ def create_session(
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: a provider that cannot start falls back silently
-    if config.intra_op_threads:
-        options.intra_op_num_threads = config.intra_op_threads
+    threads = config.intra_op_threads or restricted_cpu_count(config.model_cpus)
+    if threads:
+        options.intra_op_num_threads = threads
     with_options = [(p, _provider_options(p, config)) for p in providers]
     return ort.InferenceSession(
         str(path),

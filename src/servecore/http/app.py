@@ -45,6 +45,8 @@ class Endpoints:
         timeout = dataplane.config.body_timeout
         self.stall_watch = bodies.StallWatch(timeout) if timeout > 0 else None
         self.not_ready = dataplane.config.not_ready_status
+        #: binary request headers already parsed (shared with the fast path: both parse alike)
+        self.header_plans = v2.HeaderPlans()
 
     # -- health (never authenticated) ------------------------------------------------------------
 
@@ -198,7 +200,9 @@ class Endpoints:
                 )
             request = v2.parse_raw_binary(body, model.backend.inputs[0], model_name=name, model_version=version, codec=codec)
         else:
-            request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=codec)
+            request = v2.parse_request(
+                body, json_length, model_name=name, model_version=version, codec=codec, plans=self.header_plans
+            )
         request.principal = scope.get("servecore.principal")
         if audit is not None:
             if request.id is None:
@@ -364,7 +368,7 @@ class ServecoreApp:
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        e = Endpoints(dataplane)
+        e = self.endpoints = Endpoints(dataplane)
         public = {e.live, e.ready}
 
         def guard(endpoint: Endpoint) -> _Guarded:

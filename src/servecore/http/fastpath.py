@@ -58,6 +58,7 @@ class FastInfer:
         self.dp = app.dataplane
         self.max_body = self.dp.config.max_body_size
         self._infer = app.model_actions["infer"]
+        self._plans = app.endpoints.header_plans
         self._tokens: dict[str, tuple[str, str | None] | None | object] = {}
 
     def match(self, path: str) -> tuple[str, str | None] | None:
@@ -97,7 +98,9 @@ class FastInfer:
             json_length = v2.parse_header_length(header_length, len(body))
             if json_length == 0:
                 return False  # raw binary: the ASGI path checks the model's single input
-            request = v2.parse_request(body, json_length, model_name=name, model_version=version, codec=dp.codec)
+            request = v2.parse_request(
+                body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
+            )
             feeds = dp._feeds(model, request.inputs)
             wanted = dp._requested_outputs(model, request)
             rows = request.inputs[0].shape[0]

@@ -81,10 +81,116 @@ def _load_json(raw: bytes | memoryview) -> Any:
         raise InvalidInputError(f"malformed JSON in request body: {exc}") from None
 
 
+class HeaderPlans:
+    """The JSON headers of binary requests already parsed, and what they say, by their bytes.
+
+    A client sending binary tensors (perf_analyzer, tritonclient, a service calling with the same
+    shapes) sends the same JSON header again and again; only the tensor bytes after it change.
+    A header parsed and validated once is not parsed again: its inputs (name, datatype, shape,
+    bytes), outputs, id and parameters are kept, and a body that repeats it, with exactly the
+    tensor bytes it announces, is cut up by that plan. Anything else (another length of tensor
+    data, BYTES inputs, whose elements are validated one by one) is parsed in full, so every
+    error is the full parser's. Each request gets its own objects; nothing is shared but strings
+    and numbers. At most *capacity* headers are kept; then the plans start again.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._plans: dict[bytes, _Plan] = {}
+
+    def get(self, header: bytes) -> _Plan | None:
+        return self._plans.get(header)
+
+    def add(self, header: bytes, request: InferenceRequest, json_end: int, body_length: int) -> None:
+        offset = json_end
+        inputs = []
+        for tensor in request.inputs:
+            size = tensor.parameters.get("binary_data_size")
+            if tensor.datatype == "BYTES" or type(size) is not int:
+                return  # BYTES elements are checked one by one; JSON data is part of the header
+            inputs.append((tensor.name, tensor.datatype, tensor.shape, offset, offset + size, _copy(tensor.parameters)))
+            offset += size
+        if offset != body_length:
+            return
+        if len(self._plans) >= self.capacity:
+            self._plans.clear()
+        outputs = None if request.outputs is None else [(o.name, o.binary, o.class_count, _copy(o.parameters)) for o in request.outputs]
+        self._plans[header] = _Plan(inputs, outputs, request.id, _copy(request.parameters), request.binary_output_default, offset)
+
+
+class _Plan:
+    """What one binary request header says (see :class:`HeaderPlans`)."""
+
+    __slots__ = ("binary_default", "end", "id", "inputs", "outputs", "parameters")
+
+    def __init__(
+        self, inputs: list[tuple[str, str, tuple[int, ...], int, int, dict[str, Any]]],
+        outputs: list[tuple[str, bool | None, int, dict[str, Any]]] | None,
+        request_id: str | None, parameters: dict[str, Any], binary_default: bool, end: int,
+    ) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.id = request_id
+        self.parameters = parameters
+        self.binary_default = binary_default
+        self.end = end
+
+    def request(self, body: memoryview, model_name: str, model_version: str | None) -> InferenceRequest | None:
+        """The request this plan makes of *body*; None when it must be parsed in full."""
+        if len(body) != self.end:
+            return None
+        inputs = []
+        for name, datatype, shape, start, end, params in self.inputs:
+            array = np.frombuffer(body[start:end], dtype=_LE[datatype])
+            if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+                return None
+            inputs.append(InferInput(name, datatype, shape, array.reshape(shape), _copy(params)))
+        outputs = None
+        if self.outputs is not None:
+            outputs = [RequestedOutput(name, binary, classes, _copy(params)) for name, binary, classes, params in self.outputs]
+        return InferenceRequest(
+            model_name=model_name,
+            model_version=model_version,
+            inputs=inputs,
+            outputs=outputs,
+            id=self.id,
+            parameters=_copy(self.parameters),
+            binary_output_default=self.binary_default,
+        )
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy(params: dict[str, Any]) -> dict[str, Any]:
+    """A request's own parameters: a deep copy of what the JSON parser made (dicts, lists, scalars)."""
+    if not params:
+        return {}
+    if all(type(v) in _SCALARS for v in params.values()):
+        return dict(params)
+    result: dict[str, Any] = orjson.loads(orjson.dumps(params))
+    return result
+
+
 def parse_request(
-    body: bytes, header_length: int | None, *, model_name: str, model_version: str | None, codec: Codec
+    body: bytes, header_length: int | None, *, model_name: str, model_version: str | None, codec: Codec,
+    plans: HeaderPlans | None = None,
 ) -> InferenceRequest:
-    """Parse a V2 inference request body (JSON, optionally followed by binary tensor data)."""
+    """Parse a V2 inference request body (JSON, optionally followed by binary tensor data).
+
+    With *plans*, a binary request whose JSON header was parsed before is cut up by what it
+    said (:class:`HeaderPlans`), and a new one is remembered once it has parsed.
+    """
+    if plans is not None and header_length:
+        header = body[:header_length]
+        plan = plans.get(header)
+        if plan is not None:
+            known = plan.request(memoryview(body), model_name, model_version)
+            if known is not None:
+                return known
+        request = parse_request(body, header_length, model_name=model_name, model_version=model_version, codec=codec)
+        plans.add(header, request, header_length, len(body))
+        return request
     json_end = len(body) if header_length is None else header_length
     view = memoryview(body)
     doc = _load_json(view[:json_end])

@@ -95,3 +95,28 @@ def test_requests_leave_no_cyclic_garbage(gc_server: GarbageServer) -> None:
     types_after: dict[str, int] = after["types"]  # type: ignore[assignment]
     new = {k: v - types_before.get(k, 0) for k, v in types_after.items() if v > types_before.get(k, 0)}
     assert grown <= SLACK, f"{grown} objects in reference cycles after {7 * ROUNDS} requests: {new}"
+
+
+def test_connections_leave_no_cyclic_garbage(gc_server: GarbageServer) -> None:
+    """One request per connection (clients without keep-alive, probes): each connection's objects
+    go when it closes, on either side."""
+    body = {"inputs": [tensor(data=[1.0, 2.0, 3.0])]}
+
+    def churn() -> None:
+        for _ in range(ROUNDS):
+            with httpx.Client(base_url=gc_server.url, timeout=30) as client:
+                assert client.post("/v2/models/identity_fp32/infer", json=body).status_code == 200
+            with httpx.Client(base_url=gc_server.url, timeout=30, headers={"Connection": "close"}) as client:
+                assert client.get("/v2/health/ready").status_code == 200
+
+    churn()
+    gc_server.garbage()
+    before = gc_server.garbage()
+    churn()
+    time.sleep(0.5)  # the server sees the last connections close
+    after = gc_server.garbage()
+    grown = int(after["garbage"]) - int(before["garbage"])  # type: ignore[call-overload]
+    types_before: dict[str, int] = before["types"]  # type: ignore[assignment]
+    new = {k: v - types_before.get(k, 0) for k, v in after["types"].items() if v > types_before.get(k, 0)}  # type: ignore[union-attr]
+    assert grown <= SLACK, f"{grown} objects in reference cycles after {2 * ROUNDS} connections: {new}"
+

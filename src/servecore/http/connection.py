@@ -379,7 +379,9 @@ class Connection(asyncio.Protocol):
         self.state = state
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        #: None once the connection is lost: the parser's callbacks are bound methods of this
+        #: connection, a reference loop that would leave every closed connection to the collector
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.active: Cycle | None = None  # being answered
         self.parsing: Cycle | None = None  # whose body is being parsed
         self.pipeline: collections.deque[Cycle] = collections.deque()
@@ -421,6 +423,8 @@ class Connection(asyncio.Protocol):
         if self.write_paused is not None and not self.write_paused.done():
             self.write_paused.set_result(None)
         self.state.remove(self)
+        self.parser = None
+        self.transport = None  # it holds this protocol until it is freed: the same loop
 
     def data_received(self, data: bytes) -> None:
         # Bytes alone do not make a connection busy: a request head must be complete within the
@@ -428,9 +432,12 @@ class Connection(asyncio.Protocol):
         # rest of a body answered before it arrived counts as progress.
         if self.idle_since is not None and self.parsing is not None:
             self.idle_since = time.monotonic()
+        parser = self.parser
+        if parser is None:  # lost already (a transport delivering after connection_lost)
+            return
         self._feeding = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # an Upgrade request (websocket, h2c) is answered as plain HTTP/1.1
         except httptools.HttpParserError as exc:
@@ -481,6 +488,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        assert parser is not None  # called from feed_data
         url = self._url
         path, _, query = url.partition(b"?")
         raw_path = path

@@ -53,9 +53,11 @@ class GarbageServer(ServerProcess):
         return json.loads(self.report_path.read_text())
 
 
-@pytest.fixture(scope="module", params=["fast-path", "asgi"])
+@pytest.fixture(scope="module", params=["fast-path", "asgi", "unbatched"])
 def gc_server(request: pytest.FixtureRequest, batch_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GarbageServer]:  # noqa: F811
-    args = [str(batch_models["identity_fp32"]), str(batch_models["mlp"]), "--max-batch-size", "8", "--max-queue-delay-us", "0"]
+    args = [str(batch_models["identity_fp32"]), str(batch_models["mlp"])]
+    if request.param != "unbatched":
+        args += ["--max-batch-size", "8", "--max-queue-delay-us", "0"]
     if request.param == "asgi":
         args.append("--no-fast-path")
     with GarbageServer(args, log_dir=tmp_path_factory.mktemp("logs")) as server:

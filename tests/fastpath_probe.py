@@ -9,9 +9,6 @@ calls ``handle``, so its log stays empty.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 #: the environment variable naming the log file
@@ -36,14 +33,9 @@ def install(log_path: str) -> None:
 
 
 def main() -> None:
-    here = str(Path(__file__).resolve().parent)
-    if sys.path and os.path.abspath(sys.path[0]) == here:
-        del sys.path[0]  # the tests' helper modules must not shadow anything the server imports
-    install(os.environ[LOG_ENV])
-    from servecore.cli import main as servecore_main
+    from probes import serve_with
 
-    sys.argv[0] = "servecore"
-    servecore_main()
+    serve_with(install, LOG_ENV)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import gc
 import json
 import os
 import signal
-import sys
-from pathlib import Path
 from typing import Any
 
 #: the environment variable naming the report file
@@ -46,14 +44,9 @@ def install(path: str) -> None:
 
 
 def main() -> None:
-    here = str(Path(__file__).resolve().parent)
-    if sys.path and os.path.abspath(sys.path[0]) == here:
-        del sys.path[0]  # the tests' helper modules must not shadow anything the server imports
-    install(os.environ[FILE_ENV])
-    from servecore.cli import main as servecore_main
+    from probes import serve_with
 
-    sys.argv[0] = "servecore"
-    servecore_main()
+    serve_with(install, FILE_ENV)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ model have run, in a real server process; it needs two CPUs this process may use
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,7 +108,14 @@ def test_a_confined_server_keeps_every_thread_on_its_cpus(model_paths: dict[str,
     assert all(cpus == {cpu} for cpus in others), others
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_restricted_cpu_count() -> None:
+    """The --model-cpus list when there is one; else the CPUs taskset left the process."""
     assert restricted_cpu_count("0,2-3") == 3
-    allowed = len(os.sched_getaffinity(0))
-    assert restricted_cpu_count("") == (allowed if allowed < (os.cpu_count() or allowed) else None)
+    assert restricted_cpu_count("1") == 1
+    cpu = min(os.sched_getaffinity(0))
+    code = "from servecore.affinity import restricted_cpu_count as r; print(r(''), r('0-1'))"
+    out = subprocess.run(
+        ["taskset", "-c", str(cpu), sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["1", "2"]

@@ -433,8 +433,7 @@ class Connection(asyncio.Protocol):
         if self.idle_since is not None and self.parsing is not None:
             self.idle_since = time.monotonic()
         parser = self.parser
-        if parser is None:  # lost already (a transport delivering after connection_lost)
-            return
+        assert parser is not None  # asyncio delivers nothing after connection_lost
         self._feeding = True
         try:
             parser.feed_data(data)

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("servecore.http")
 #: request paths whose route :meth:`FastInfer.match` remembers
 MAX_PATHS = 1024
-_UNSEEN = object()
 
 class FastInfer:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` for models with a batch scheduler, routed by
@@ -59,19 +58,21 @@ class FastInfer:
         self.max_body = self.dp.config.max_body_size
         self._infer = app.model_actions["infer"]
         self._plans = app.endpoints.header_plans
-        self._tokens: dict[str, tuple[str, str | None] | None | object] = {}
+        self._tokens: dict[str, tuple[str, str | None] | None] = {}
 
     def match(self, path: str) -> tuple[str, str | None] | None:
         # Clients send the same few paths again and again: the router's answer is kept (the
         # routes never change; which models exist is looked up per request in ``handle``).
-        token = self._tokens.get(path, _UNSEEN)
-        if token is _UNSEEN:
-            endpoints, params = self.app.route(path)
-            token = (params["model"], params.get("version")) if endpoints is self._infer else None
-            if len(self._tokens) >= MAX_PATHS:  # many distinct paths: start again, stay bounded
-                self._tokens.clear()
-            self._tokens[path] = token
-        return token  # type: ignore[return-value]
+        try:
+            return self._tokens[path]
+        except KeyError:
+            pass
+        endpoints, params = self.app.route(path)
+        token = (params["model"], params.get("version")) if endpoints is self._infer else None
+        if len(self._tokens) >= MAX_PATHS:  # many distinct paths: start again, stay bounded
+            self._tokens.clear()
+        self._tokens[path] = token
+        return token
 
     def handle(self, cycle: Cycle, token: tuple[str, str | None], body: bytes) -> bool:
         dp = self.dp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -118,22 +119,19 @@ class HeaderPlans:
         self._plans[header] = _Plan(inputs, outputs, request.id, _copy(request.parameters), request.binary_output_default, offset)
 
 
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """What one binary request header says (see :class:`HeaderPlans`)."""
 
-    __slots__ = ("binary_default", "end", "id", "inputs", "outputs", "parameters")
-
-    def __init__(
-        self, inputs: list[tuple[str, str, tuple[int, ...], int, int, dict[str, Any]]],
-        outputs: list[tuple[str, bool | None, int, dict[str, Any]]] | None,
-        request_id: str | None, parameters: dict[str, Any], binary_default: bool, end: int,
-    ) -> None:
-        self.inputs = inputs
-        self.outputs = outputs
-        self.id = request_id
-        self.parameters = parameters
-        self.binary_default = binary_default
-        self.end = end
+    #: (name, datatype, shape, start, end, parameters) of each input, its bytes at body[start:end]
+    inputs: list[tuple[str, str, tuple[int, ...], int, int, dict[str, Any]]]
+    #: (name, binary, class count, parameters) of each requested output; None: all outputs
+    outputs: list[tuple[str, bool | None, int, dict[str, Any]]] | None
+    id: str | None
+    parameters: dict[str, Any]
+    binary_default: bool
+    #: the whole body's length: JSON header and every tensor
+    end: int
 
     def request(self, body: memoryview, model_name: str, model_version: str | None) -> InferenceRequest | None:
         """The request this plan makes of *body*; None when it must be parsed in full."""

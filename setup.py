@@ -38,6 +38,13 @@ def _extensions() -> list[Extension]:
             extra_compile_args=["-O3"],
         ),
         Extension(
+            "servecore._native.jsondata",
+            ["src/servecore/_native/jsondata.pyx"],
+            include_dirs=[numpy.get_include()],  # cimports numpy's C API
+            define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
             "servecore._native.batching",
             ["src/servecore/_native/batching.pyx"],
             define_macros=macros,

@@ -27,6 +27,10 @@ class Codec:
     json_to_array: Callable[[object, str, int, str], np.ndarray]
     decode_bytes: Callable[[bytes | memoryview, int, str], np.ndarray]
     encode_bytes: Callable[[np.ndarray], bytes]
+    #: a JSON request's numeric tensor data read straight into arrays (:mod:`servecore.codec.jsondata`);
+    #: None without the compiled core: orjson alone is faster than any Python scanner, and the
+    #: pure-Python twin is the specification the compiled one is tested against
+    cut_json_data: Callable[[bytes | memoryview], tuple[bytes, dict[int, tuple[str, np.ndarray]]] | None] | None
 
 
 def pure_python_requested(environ: dict[str, str] | None = None) -> bool:
@@ -54,10 +58,10 @@ def load_codec(*, pure_python: bool | None = None) -> Codec:
     :param pure_python: force the twin (True) or prefer the compiled core (False); None reads
         ``SERVECORE_PURE_PYTHON`` from the environment.
     """
-    native = native_modules("codec", pure_python=pure_python)
+    native = native_modules("codec", "jsondata", pure_python=pure_python)
     if native is not None:
-        (codec,) = native
-        return Codec("native", codec.json_to_array, codec.decode_bytes, codec.encode_bytes)
+        codec, jsondata = native
+        return Codec("native", codec.json_to_array, codec.decode_bytes, codec.encode_bytes, jsondata.cut_json_data)
     from servecore.codec import reference
 
-    return Codec("python", reference.json_to_array, reference.decode_bytes, reference.encode_bytes)
+    return Codec("python", reference.json_to_array, reference.decode_bytes, reference.encode_bytes, None)

@@ -191,7 +191,28 @@ def parse_request(
         return request
     json_end = len(body) if header_length is None else header_length
     view = memoryview(body)
-    doc = _load_json(view[:json_end])
+    cut = codec.cut_json_data(view[:json_end]) if codec.cut_json_data is not None else None
+    if cut is not None:
+        # The numeric data read straight into arrays; the rest of the document, small, parsed
+        # here. Anything this parse would refuse is parsed again in full below, so that every
+        # error is the full parser's (positions in JSON errors included).
+        text, arrays = cut
+        try:
+            return _parse_document(orjson.loads(text), view, json_end, model_name, model_version, codec, arrays)
+        except (InvalidInputError, orjson.JSONDecodeError, _NotCut):
+            pass
+    return _parse_document(_load_json(view[:json_end]), view, json_end, model_name, model_version, codec, {})
+
+
+class _NotCut(Exception):
+    """Data set aside by :func:`~servecore.codec.jsondata.cut_json_data` does not fit its input."""
+
+
+def _parse_document(
+    doc: Any, view: memoryview, json_end: int, model_name: str, model_version: str | None, codec: Codec,
+    arrays: dict[int, tuple[str, np.ndarray]],
+) -> InferenceRequest:
+    """The request a parsed JSON header (*arrays*: data set aside, by input index) describes."""
     if not isinstance(doc, dict):
         raise InvalidInputError("the request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -207,10 +228,10 @@ def parse_request(
     offset = json_end
     inputs: list[InferInput] = []
     for index, raw in enumerate(raw_inputs):
-        tensor, offset = _parse_input(raw, index, view, offset, codec)
+        tensor, offset = _parse_input(raw, index, view, offset, codec, arrays.get(index))
         inputs.append(tensor)
-    if offset != len(body):
-        raise InvalidInputError(f"unexpected additional input data: {len(body) - offset} bytes after the last tensor")
+    if offset != len(view):
+        raise InvalidInputError(f"unexpected additional input data: {len(view) - offset} bytes after the last tensor")
     return InferenceRequest(
         model_name=model_name,
         model_version=model_version,
@@ -222,7 +243,9 @@ def parse_request(
     )
 
 
-def _parse_input(raw: Any, index: int, body: memoryview, offset: int, codec: Codec) -> tuple[InferInput, int]:
+def _parse_input(
+    raw: Any, index: int, body: memoryview, offset: int, codec: Codec, cut: tuple[str, np.ndarray] | None = None
+) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
         raise InvalidInputError(f"inputs[{index}] must be a JSON object")
     name = _require(raw, "name", str, f"inputs[{index}]")
@@ -240,7 +263,12 @@ def _parse_input(raw: Any, index: int, body: memoryview, offset: int, codec: Cod
     if has_data == (binary_size is not None):
         raise InvalidInputError(f"{what}: set exactly one of 'data' and parameters.binary_data_size")
     if has_data:
-        array = codec.json_to_array(raw["data"], datatype, count, name)
+        if cut is None:
+            array = codec.json_to_array(raw["data"], datatype, count, name)
+        elif cut[0] == datatype and len(cut[1]) == count:
+            array = cut[1]
+        else:
+            raise _NotCut  # a count or datatype the full parse reports
         return InferInput(name, datatype, shape, array.reshape(shape), params), offset
     if type(binary_size) is not int or binary_size < 0:
         raise InvalidInputError(f"{what}: binary_data_size must be a non-negative integer")

@@ -30,39 +30,23 @@ def _extensions() -> list[Extension]:
         "linetrace": debug,
     }
     macros = [("CYTHON_TRACE_NOGIL", "1")] if debug else []
+
+    def extension(name: str, *, numpy_api: bool = False) -> Extension:
+        """``servecore._native.<name>`` from its .pyx; *numpy_api*: it cimports numpy's C API."""
+        return Extension(
+            f"servecore._native.{name}",
+            [f"src/servecore/_native/{name}.pyx"],
+            include_dirs=[numpy.get_include()] if numpy_api else [],
+            define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")] if numpy_api else macros,
+            extra_compile_args=["-O3"],
+        )
+
     modules = [
-        Extension(
-            "servecore._native.codec",
-            ["src/servecore/_native/codec.pyx"],
-            define_macros=macros,
-            extra_compile_args=["-O3"],
-        ),
-        Extension(
-            "servecore._native.jsondata",
-            ["src/servecore/_native/jsondata.pyx"],
-            include_dirs=[numpy.get_include()],  # cimports numpy's C API
-            define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=["-O3"],
-        ),
-        Extension(
-            "servecore._native.batching",
-            ["src/servecore/_native/batching.pyx"],
-            define_macros=macros,
-            extra_compile_args=["-O3"],
-        ),
-        Extension(
-            "servecore._native.gather",
-            ["src/servecore/_native/gather.pyx"],
-            include_dirs=[numpy.get_include()],  # cimports numpy's C API
-            define_macros=[*macros, ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=["-O3"],
-        ),
-        Extension(
-            "servecore._native.drift",
-            ["src/servecore/_native/drift.pyx"],
-            define_macros=macros,
-            extra_compile_args=["-O3"],
-        ),
+        extension("codec"),
+        extension("jsondata", numpy_api=True),
+        extension("batching"),
+        extension("gather", numpy_api=True),
+        extension("drift"),
     ]
     print("servecore: building the compiled core:", ", ".join(m.name for m in modules))
     return cythonize(modules, compiler_directives=directives)

@@ -9,11 +9,17 @@ For each case it prints the best time per call (µs) of the pure-Python referenc
 module and, for JSON data, the naive ``np.array(data, dtype=...)`` baseline, which checks nothing
 (element types, ranges, depth, count): the gap between it and the compiled column is what the
 validation costs. ``speed-up`` is python / native.
+
+A second table times whole JSON request bodies through ``v2.parse_request`` with the compiled
+codec, with and without ``cut_json_data`` (numeric data read straight into arrays, orjson on the
+rest) against orjson on the whole body followed by ``json_to_array``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import random
 import sys
 import timeit
@@ -22,8 +28,9 @@ from typing import Callable
 
 import numpy as np
 
-from servecore.codec import reference
+from servecore.codec import load_codec, reference
 from servecore.datatypes import NUMPY_DTYPES
+from servecore.http import v2
 
 try:
     from servecore._native import codec as native
@@ -86,6 +93,46 @@ def _cases() -> list[Case]:
     ]
 
 
+def _bodies() -> list[tuple[str, bytes]]:
+    """JSON request bodies as clients send them (json.dumps of Python lists)."""
+    rng = np.random.default_rng(0)
+
+    def request(datatype: str, shape: list[int], data: list[object]) -> bytes:
+        doc = {"inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}]}
+        return json.dumps(doc).encode()
+
+    normal = rng.standard_normal(8 * 4096)
+    return [
+        ("FP32 [1,512] float32 values", request("FP32", [1, 512], normal[:512].astype(np.float32).tolist())),
+        ("FP32 [1,64] 2 decimals", request("FP32", [1, 64], [round(float(v), 2) for v in normal[:64]])),
+        ("FP32 [8,4096] float32", request("FP32", [8, 4096], normal.astype(np.float32).tolist())),
+        ("FP64 [1,4096]", request("FP64", [1, 4096], normal[:4096].tolist())),
+        ("INT64 [1,1000] token ids", request("INT64", [1, 1000], rng.integers(0, 50_000, 1000).tolist())),
+    ]
+
+
+def _bodies_table(repeat: int, min_time: float) -> None:
+    codec = load_codec(pure_python=False)
+    if codec.cut_json_data is None:
+        print("
+(servecore._native.jsondata is not built: no body table)")
+        return
+    plain = dataclasses.replace(codec, cut_json_data=None)
+    header = f"{'JSON body':<30}{'bytes':>8}{'orjson µs':>11}{'cut µs':>9}{'speed-up':>10}"
+    print("
+" + header)
+    print("-" * len(header))
+    for label, raw in _bodies():
+        with_cut = v2.parse_request(raw, None, model_name="m", model_version=None, codec=codec)
+        without = v2.parse_request(raw, None, model_name="m", model_version=None, codec=plain)
+        assert with_cut.inputs[0].data.tobytes() == without.inputs[0].data.tobytes(), label
+        old = _best_us(lambda: v2.parse_request(raw, None, model_name="m", model_version=None, codec=plain), repeat, min_time)
+        new = _best_us(lambda: v2.parse_request(raw, None, model_name="m", model_version=None, codec=codec), repeat, min_time)
+        print(f"{label:<30}{len(raw):>8}{old:>11.2f}{new:>9.2f}{old / new:>9.1f}x")
+    print("
+v2.parse_request, compiled codec: orjson.loads + json_to_array, against cut_json_data + orjson on the rest.")
+
+
 def _best_us(fn: Callable[[], object], repeat: int, min_time: float) -> float:
     """Best of *repeat* timings of a loop of at least *min_time* seconds, in µs per call."""
     timer = timeit.Timer(fn)
@@ -116,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         "\nnp.array: np.array(data, dtype=...), which checks nothing (for BYTES it keeps the str"
         "\nobjects, without UTF-8 encoding). Best of --repeat timings; speed-up = python / native."
     )
+    _bodies_table(args.repeat, args.min_time)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 from prometheus_client.parser import text_string_to_metric_families
 
+from models import add_constant
 from server_process import ServerProcess
 from checks import eventually
 from test_repository import X, answer, infer, put_version, states
@@ -230,3 +232,34 @@ def test_twenty_version_swaps_under_load_fail_no_request(repo: Path, serve: Call
         assert start <= received and end >= sent, f"version {version} answered outside its lifetime"
     assert {version for _, _, version, _ in answers} >= {1, 21}
     eventually(lambda: all(s[0] == "UNLOADED" for v, s in states(url, "m").items() if v != "21"), "old versions to unload")
+
+
+def test_a_remembered_binary_header_is_checked_again_against_a_reloaded_model(
+    repo: Path, serve: Callable[..., ServerProcess]
+) -> None:
+    """The fast path remembers what validating a binary header against a model version found
+    (tritonclient sends the same header every time). A version loaded later, with other input
+    dimensions, validates the same header afresh: 400, not the old version's verdict."""
+    server = serve(str(repo), "--model-control", "explicit", "--max-batch-size", "8", "--max-queue-delay-us", "0")
+    client = triton.InferenceServerClient(server.address)
+
+    def call(x: np.ndarray) -> np.ndarray:
+        tensor = triton.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        result = client.infer("m", [tensor], outputs=[triton.InferRequestedOutput("y", binary_data=True)])
+        return result.as_numpy("y")
+
+    x4 = np.arange(4, dtype=np.float32).reshape(1, 4)
+    for _ in range(3):  # the first validates, the others use what it found
+        np.testing.assert_array_equal(call(x4), x4 + 1)
+    (repo / "m" / "2").mkdir()
+    os.replace(add_constant(repo / "m" / "2" / "model.onnx.tmp", 2.0, width=8), repo / "m" / "2" / "model.onnx")
+    assert post(server.url, "/v2/repository/models/m/load").status_code == 200
+    assert states(server.url, "m")["2"][0] == "READY"
+    for _ in range(2):
+        with pytest.raises(InferenceServerException) as info:
+            call(x4)
+        assert info.value.status() == "400" and "shape" in str(info.value), str(info.value)
+    x8 = np.arange(8, dtype=np.float32).reshape(1, 8)
+    for _ in range(2):
+        np.testing.assert_array_equal(call(x8), x8 + 2)

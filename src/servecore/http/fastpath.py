@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,6 +48,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger("servecore.http")
 #: request paths whose route :meth:`FastInfer.match` remembers
 MAX_PATHS = 1024
+#: binary request headers whose validation against a model :class:`FastInfer` remembers
+MAX_CHECKED = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What validating one binary request header against one model version found (it depends on
+    the header and the model only): the outputs to answer, the rows, ``timeout`` and ``priority``.
+    Shared by the requests that repeat the header; nothing in it is changed after."""
+
+    model: ModelVersion
+    wanted: list[tuple[str, bool, int]]
+    rows: int
+    timeout_us: int
+    priority: int
 
 class FastInfer:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` for models with a batch scheduler, routed by
@@ -59,6 +75,7 @@ class FastInfer:
         self._infer = app.model_actions["infer"]
         self._plans = app.endpoints.header_plans
         self._tokens: dict[str, tuple[str, str | None] | None] = {}
+        self._checked: dict[bytes, _Checked] = {}
 
     def match(self, path: str) -> tuple[str, str | None] | None:
         # Clients send the same few paths again and again: the router's answer is kept (the
@@ -99,15 +116,24 @@ class FastInfer:
             json_length = v2.parse_header_length(header_length, len(body))
             if json_length == 0:
                 return False  # raw binary: the ASGI path checks the model's single input
-            request = v2.parse_request(
-                body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
-            )
-            feeds = dp._feeds(model, request.inputs)
-            wanted = dp._requested_outputs(model, request)
-            rows = request.inputs[0].shape[0]
-            if rows <= 0:  # an empty request runs unbatched
-                return False
-            timeout_us, priority = dp.batch_parameters(request, rows)
+            known = self._known(model, body, json_length, name, version)
+            if known is not None:
+                request, checked = known
+                feeds = {tensor.name: tensor.data for tensor in request.inputs}
+                wanted, rows = checked.wanted, checked.rows
+                timeout_us, priority = checked.timeout_us, checked.priority
+            else:
+                request = v2.parse_request(
+                    body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
+                )
+                feeds = dp._feeds(model, request.inputs)
+                wanted = dp._requested_outputs(model, request)
+                rows = request.inputs[0].shape[0]
+                if rows <= 0:  # an empty request runs unbatched
+                    return False
+                timeout_us, priority = dp.batch_parameters(request, rows)
+                if json_length is not None:
+                    self._remember(body[:json_length], _Checked(model, wanted, rows, timeout_us, priority))
         except ServecoreError:
             return False
         fast = FastRequest(dp, cycle, model, request, wanted, feeds, rows, start)
@@ -121,6 +147,32 @@ class FastInfer:
         if not fast.finished:
             cycle.disconnect_callbacks = [fast.disconnected]
         return True
+
+
+    def _known(
+        self, model: ModelVersion, body: bytes, json_length: int | None, name: str, version: str | None
+    ) -> tuple[InferenceRequest, _Checked] | None:
+        """A binary request whose header was planned (``v2.HeaderPlans``) and validated against
+        this very model version before: cut up by the plan, with what the validation found. The
+        validation (``_feeds``, ``_requested_outputs``, ``batch_parameters``) reads the header and
+        the model only, so it holds for every body the plan accepts; a reloaded model is another
+        version object and is validated afresh."""
+        if json_length is None:
+            return None  # JSON data: every body is another header
+        header = body[:json_length]
+        checked = self._checked.get(header)
+        if checked is None or checked.model is not model:
+            return None
+        plan = self._plans.get(header)
+        request = plan.request(memoryview(body), name, version) if plan is not None else None
+        return None if request is None else (request, checked)
+
+    def _remember(self, header: bytes, checked: _Checked) -> None:
+        if self._plans.get(header) is None:
+            return  # not planned (BYTES inputs, JSON data): each body is parsed in full anyway
+        if len(self._checked) >= MAX_CHECKED:
+            self._checked.clear()
+        self._checked[header] = checked
 
 
 class FastRequest:

@@ -114,13 +114,11 @@ def _bodies() -> list[tuple[str, bytes]]:
 def _bodies_table(repeat: int, min_time: float) -> None:
     codec = load_codec(pure_python=False)
     if codec.cut_json_data is None:
-        print("
-(servecore._native.jsondata is not built: no body table)")
+        print("\n(servecore._native.jsondata is not built: no body table)")
         return
     plain = dataclasses.replace(codec, cut_json_data=None)
     header = f"{'JSON body':<30}{'bytes':>8}{'orjson µs':>11}{'cut µs':>9}{'speed-up':>10}"
-    print("
-" + header)
+    print("\n" + header)
     print("-" * len(header))
     for label, raw in _bodies():
         with_cut = v2.parse_request(raw, None, model_name="m", model_version=None, codec=codec)
@@ -129,8 +127,7 @@ def _bodies_table(repeat: int, min_time: float) -> None:
         old = _best_us(lambda: v2.parse_request(raw, None, model_name="m", model_version=None, codec=plain), repeat, min_time)
         new = _best_us(lambda: v2.parse_request(raw, None, model_name="m", model_version=None, codec=codec), repeat, min_time)
         print(f"{label:<30}{len(raw):>8}{old:>11.2f}{new:>9.2f}{old / new:>9.1f}x")
-    print("
-v2.parse_request, compiled codec: orjson.loads + json_to_array, against cut_json_data + orjson on the rest.")
+    print("\nv2.parse_request, compiled codec: orjson.loads + json_to_array, against cut_json_data + orjson on the rest.")
 
 
 def _best_us(fn: Callable[[], object], repeat: int, min_time: float) -> float:

@@ -7,17 +7,14 @@ C, bounded by ``MAX_DEPTH``; numbers are read straight into the output array:
 
 * integers: the digits accumulated into a ``uint64_t`` (at most 18, or 15 for a float array, so
   they are exact);
-* FP64: Clinger's fast path -- at most 15 significant digits (below 2**53) and a decimal
-  exponent within +-22 (10**e is exact) make ``mantissa * 10**e`` (or ``/ 10**-e``) one correctly
-  rounded operation on exact operands; every other number goes to ``PyOS_string_to_double``,
-  CPython's correctly rounded ``float()``;
 * FP32: ``float32(double nearest the number)`` without the double. With at most 19 digits and
   the exponent within +-22, ``x = mantissa * 10**e`` in doubles (``10**e`` from a table, rounded
   for e < 0; no division) is within 3 * 2**-53 of the number (relative: three roundings), and the
   nearest double within 4 * 2**-53; both lie in ``x * (1 +- 2**-50)``, itself rounded. When
   both ends of that interval round to the same float, so does the nearest double (the cast is
-  monotonic), and that float is the answer; otherwise (about one number in 2**25) the double is
-  computed exactly as for FP64 and cast.
+  monotonic), and that float is the answer; otherwise (about one number in 2**25, and numbers
+  of more digits or larger exponents) the double comes from ``PyOS_string_to_double``, CPython's
+  correctly rounded ``float()``, and is cast.
 """
 
 cimport cython
@@ -48,14 +45,13 @@ cdef enum:
     _MAX_INT_DIGITS_FLOAT = 15
     _MAX_INT_DIGITS = 18
     _MAX_NUMBER_BYTES = 64
-    _MAX_CUTS = 64  # inputs cut per request; past that the rest stay in the text
+    _MAX_CUTS = 64  # inputs with data in a request that is cut
 
 cdef enum _Type:
     _NONE = 0
     _FP32 = 1
-    _FP64 = 2
-    _INT32 = 3
-    _INT64 = 4
+    _INT32 = 2
+    _INT64 = 3
 
 cdef double _P10[23]  # 10**k, exact: 5**22 < 2**53
 cdef double _N10[23]  # 10**-k, correctly rounded (one division of exact operands)
@@ -80,8 +76,8 @@ cdef inline bint _eight_digits(const unsigned char* p, uint64_t* value) noexcept
     return True
 
 
-cdef object _DTYPES = {_FP32: np.dtype(np.float32), _FP64: np.dtype(np.float64), _INT32: np.dtype(np.int32), _INT64: np.dtype(np.int64)}
-cdef object _NAMES = {_FP32: "FP32", _FP64: "FP64", _INT32: "INT32", _INT64: "INT64"}
+cdef object _DTYPES = {_FP32: np.dtype(np.float32), _INT32: np.dtype(np.int32), _INT64: np.dtype(np.int64)}
+cdef object _NAMES = {_FP32: "FP32", _INT32: "INT32", _INT64: "INT64"}
 
 
 cdef struct _Number:
@@ -147,7 +143,7 @@ cdef class _Scan:
         return True
 
     cdef bint string(self, Py_ssize_t* start, Py_ssize_t* end) noexcept:
-        """A string without escapes or control characters; its contents' bytes."""
+        """A string without escapes or control characters, in valid UTF-8; its contents' bytes."""
         cdef unsigned char c
         if self.peek() != 34:  # "
             return False
@@ -161,8 +157,42 @@ cdef class _Scan:
                 return True
             if c == 92 or c < 32:  # a backslash or a control character
                 return False
-            self.pos += 1
+            if c >= 0x80:
+                if not self.utf8():
+                    return False
+            else:
+                self.pos += 1
         return False
+
+    cdef bint utf8(self) noexcept:
+        """One UTF-8 sequence at pos, as strictly as CPython's decoder (no overlong forms, no
+        surrogates, nothing past U+10FFFF)."""
+        cdef const unsigned char* p = self.raw + self.pos
+        cdef Py_ssize_t left = self.n - self.pos, length, i
+        cdef unsigned char c = p[0], low = 0x80, high = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            length = 2
+        elif 0xE0 <= c <= 0xEF:
+            length = 3
+            if c == 0xE0:
+                low = 0xA0
+            elif c == 0xED:
+                high = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            length = 4
+            if c == 0xF0:
+                low = 0x90
+            elif c == 0xF4:
+                high = 0x8F
+        else:
+            return False
+        if left < length or not (low <= p[1] <= high):
+            return False
+        for i in range(2, length):
+            if not (0x80 <= p[i] <= 0xBF):
+                return False
+        self.pos += length
+        return True
 
     cdef inline bint number(self, _Number* num) noexcept:
         """A strict JSON number at pos (no whitespace skipped), read into *num*."""
@@ -372,10 +402,9 @@ cdef class _Scan:
                 if seen_data:
                     return False
                 seen_data = True
-                if kind != _NONE and self.peek() == 91 and self.count < _MAX_CUTS:
-                    if not self.data(index, kind):
-                        return False
-                elif not self.value(3):
+                if kind == _NONE or self.peek() != 91 or self.count >= _MAX_CUTS:
+                    return False  # data that is not cut: all of the document is orjson's
+                if not self.data(index, kind):
                     return False
             elif not self.value(3):
                 return False
@@ -387,8 +416,6 @@ cdef class _Scan:
     cdef _Type _type(self, Py_ssize_t a, Py_ssize_t b) noexcept:
         if self._key(a, b, b"FP32", 4):
             return _FP32
-        if self._key(a, b, b"FP64", 4):
-            return _FP64
         if self._key(a, b, b"INT32", 5):
             return _INT32
         if self._key(a, b, b"INT64", 5):
@@ -396,19 +423,18 @@ cdef class _Scan:
         return _NONE
 
     cdef bint data(self, Py_ssize_t index, _Type kind) noexcept:
-        """A data array: cut when flat, all numbers, all converted; else checked as a value."""
-        cdef Py_ssize_t start = self.pos
-        cdef Py_ssize_t itemsize = 4 if kind == _FP32 or kind == _INT32 else 8
+        """A data array, cut: flat, all numbers, all converted (else the document is not cut)."""
+        cdef Py_ssize_t itemsize = 8 if kind == _INT64 else 4
         cdef _Cut* cut = &self.cuts[self.count]
         cdef _Number num
         cdef int c
-        cdef bint ok = True
-        cut.start = start
+        cut.start = self.pos
         cut.index = index
         cut.kind = kind
         cut.values.data = NULL
         cut.values.used = 0
         cut.values.capacity = 0
+        self.count += 1  # from here on __dealloc__ frees the buffer
         self.pos += 1  # [
         while True:
             c = self.peek()
@@ -416,34 +442,22 @@ cdef class _Scan:
                 if c == 93 and cut.values.used == 0:
                     self.pos += 1
                     break
-                ok = False
-                break
-            if not self.number(&num):
-                PyMem_Free(cut.values.data)
-                return False  # not valid JSON
-            if not self.store(&cut.values, &num, kind, itemsize):
-                ok = False
-                break
+                return False
+            if not self.number(&num) or not self.store(&cut.values, &num, kind, itemsize):
+                return False
             c = self.peek()
             self.pos += 1
             if c == 93:
                 break
             if c != 44:
-                PyMem_Free(cut.values.data)
                 return False
-        if not ok:  # not cut: read it again as a value
-            PyMem_Free(cut.values.data)
-            self.pos = start
-            return self.value(3)
         cut.end = self.pos
-        self.count += 1
         return True
 
     cdef inline bint store(self, _Buffer* buf, _Number* num, _Type kind, Py_ssize_t itemsize) noexcept:
         """Append *num* converted to *kind*; False when it is not cut (see the twin's ``convert``)."""
         cdef char* grown
         cdef double d
-        cdef float f
         cdef int64_t i
         if num.end - num.start > _MAX_NUMBER_BYTES:
             return False
@@ -473,36 +487,10 @@ cdef class _Scan:
             d = <double>num.mantissa
             if num.negative and num.mantissa != 0:
                 d = -d
-            if kind == _FP32:
-                (<float*>(buf.data + buf.used))[0] = <float>d
-            else:
-                (<double*>(buf.data + buf.used))[0] = d
-            buf.used += itemsize
-            return True
-        if kind == _FP32:
-            if not self.float32(num, &f):
-                return False
-            (<float*>(buf.data + buf.used))[0] = f
-        else:
-            if not self.float64(num, &d):
-                return False
-            (<double*>(buf.data + buf.used))[0] = d
-        buf.used += itemsize
-        return True
-
-    cdef bint float64(self, _Number* num, double* out) noexcept:
-        cdef double d
-        if num.digits <= 15 and -22 <= num.exponent <= 22:
-            d = <double>num.mantissa
-            if num.exponent >= 0:
-                d = d * _P10[num.exponent]
-            else:
-                d = d / _P10[-num.exponent]
-            out[0] = -d if num.negative else d
-            return True
-        if not self.exact(num, &d) or isinf(d):
+            (<float*>(buf.data + buf.used))[0] = <float>d
+        elif not self.float32(num, <float*>(buf.data + buf.used)):
             return False
-        out[0] = d
+        buf.used += itemsize
         return True
 
     cdef inline bint float32(self, _Number* num, float* out) noexcept:
@@ -575,7 +563,7 @@ def cut_json_data(const unsigned char[::1] raw not None):
         memcpy(out + offset, b"null", 4)
         offset += 4
         last = cut.end
-        array = np.empty(cut.values.used // (4 if cut.kind == _FP32 or cut.kind == _INT32 else 8), dtype=_DTYPES[cut.kind])
+        array = np.empty(cut.values.used // (8 if cut.kind == _INT64 else 4), dtype=_DTYPES[cut.kind])
         if cut.values.used:
             memcpy(cnp.PyArray_DATA(<cnp.ndarray>array), cut.values.data, cut.values.used)
         arrays[cut.index] = (_NAMES[cut.kind], array)

@@ -21,22 +21,29 @@ nothing, or meets a document outside the subset below, it returns ``None`` (the 
 * *raw* is one valid JSON object (RFC 8259: strict numbers, ``true``/``false``/``null``,
   whitespace around tokens only), nested at most :data:`MAX_DEPTH` deep;
 * no string holds a backslash or a control character (so a string is the bytes between two
-  quotes, and keys compare as bytes);
+  quotes, and keys compare as bytes), and every string is valid UTF-8;
 * no key repeats where it would matter: ``inputs`` at the top, ``datatype`` and ``data`` in an
   input.
 
-An input's ``data`` is cut when the input's ``datatype`` member, a string, comes before it and is
-one of :data:`DATATYPES`, and ``data`` is a flat array of numbers each of which converts
-exactly and quietly:
+Every input's ``data`` is cut, or the document is not: an input's ``data`` is cut when the
+input's ``datatype`` member, a string, comes before it and is one of :data:`DATATYPES`, and
+``data`` is a flat array of numbers each of which converts exactly and quietly (all or nothing:
+a request the scanner leaves half read costs it a second parse, so it stops at the first data
+it does not cut):
 
-* FP32 / FP64: a number's value is the double nearest to it (what orjson gives; a number beyond
-  the double range is left to orjson, which refuses it), an integer of at most 15 digits is
-  exact. For FP32, a value whose cast overflows or underflows (numpy would warn) is left alone.
+* FP32: a number's value is the float nearest the double nearest to it (what orjson and then
+  numpy give; a number beyond the double range is left to orjson, which refuses it, and one
+  whose cast overflows or underflows, which numpy would warn about, is left alone); an integer
+  of at most 15 digits is exact.
 * INT32 / INT64: integers only, at most 18 digits, in the type's range.
-* No number longer than :data:`MAX_NUMBER_BYTES`, and at most :data:`MAX_CUTS` inputs a request.
+
+FP64 is not cut: clients write doubles with 16-17 significant digits, past the fast exact
+conversion (15), and the exact one per number is slower than orjson.
+* No number longer than :data:`MAX_NUMBER_BYTES`, and at most :data:`MAX_CUTS` inputs with data.
 
 Nothing else is cut: nested data, booleans, other datatypes, a ``datatype`` given after
-``data``. Those inputs stay in ``text`` and take the ordinary path.
+``data``. A request with any of those takes the ordinary path. Inputs without ``data`` (binary
+tensor data) do not count.
 """
 
 from __future__ import annotations
@@ -51,7 +58,6 @@ MAX_DEPTH: Final[int] = 64
 #: The datatypes whose data is cut, and the dtype of the array each gives.
 DATATYPES: Final[dict[str, np.dtype]] = {
     "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
     "INT32": np.dtype(np.int32),
     "INT64": np.dtype(np.int64),
 }
@@ -60,7 +66,7 @@ MAX_INT_DIGITS_FLOAT: Final[int] = 15
 MAX_INT_DIGITS: Final[int] = 18
 #: Longest number (bytes) that is cut.
 MAX_NUMBER_BYTES: Final[int] = 64
-#: Most inputs cut in one request (the rest stay in the text).
+#: Most inputs with data in a request that is cut.
 MAX_CUTS: Final[int] = 64
 
 _WS = re.compile(rb"[ \t\n\r]*")
@@ -94,11 +100,10 @@ def convert(token: bytes, datatype: str) -> float | int | None:
     double = float(token)
     if double in (float("inf"), float("-inf")):
         return None  # orjson refuses it
-    if datatype == "FP32":
-        magnitude = abs(double)
-        # the cast would overflow (past the largest float, once rounded) or underflow
-        if magnitude and (magnitude < _FLT_MIN or np.isinf(_to_float32(double))):
-            return None
+    magnitude = abs(double)
+    # the cast to float32 would overflow (past the largest float, once rounded) or underflow
+    if magnitude and (magnitude < _FLT_MIN or np.isinf(_to_float32(double))):
+        return None
     return double
 
 
@@ -137,8 +142,14 @@ class _Scanner:
         match = _STRING.match(self.raw, self.pos)
         if match is None:
             raise _Outside  # not a string, an escape, a control character or no closing quote
+        contents = match.group()[1:-1]
+        if not contents.isascii():
+            try:
+                contents.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Outside from None
         self.pos = match.end()
-        return match.group()[1:-1]
+        return contents
 
     def number(self) -> bytes:
         match = _NUMBER.match(self.raw, self.pos)
@@ -241,7 +252,9 @@ class _Scanner:
                 keys.add(key)
             if key == b"datatype" and self.peek() == ord('"'):
                 datatype = self.string().decode("latin-1")
-            elif key == b"data" and datatype in DATATYPES and self.peek() == ord("[") and len(self.cuts) < MAX_CUTS:
+            elif key == b"data":
+                if datatype not in DATATYPES or self.peek() != ord("[") or len(self.cuts) >= MAX_CUTS:
+                    raise _Outside  # data that is not cut: all of the document is orjson's
                 self.data(index, datatype)
             else:
                 self.value(3)
@@ -249,7 +262,7 @@ class _Scanner:
         self.members(3, member)
 
     def data(self, index: int, datatype: str) -> None:
-        """A ``data`` array: cut when flat, all numbers, all converted; else read as a value."""
+        """A ``data`` array, cut: flat, all numbers, all converted (else the document is not cut)."""
         start = self.pos
         self.pos += 1  # the "["
         values: list[float | int] = []
@@ -259,14 +272,10 @@ class _Scanner:
                 if char == ord("]") and not values:
                     self.pos += 1
                     break
-                self.pos = start
-                self.value(3)
-                return
+                raise _Outside
             converted = convert(self.number(), datatype)
             if converted is None:
-                self.pos = start
-                self.value(3)
-                return
+                raise _Outside
             values.append(converted)
             char = self.peek()
             self.pos += 1

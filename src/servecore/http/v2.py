@@ -23,6 +23,9 @@ MAX_ELEMENTS = np.iinfo(np.intp).max // 8
 #: Most dimensions a tensor may have (numpy 1.x's limit; numpy 2 allows 64).
 MAX_DIMS = 32
 _LE = {name: dt.newbyteorder("<") for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}
+#: Smallest JSON document whose numeric data is read by ``Codec.cut_json_data``: below it orjson
+#: alone is as fast (a few dozen numbers), and the scan would only add its fixed cost.
+CUT_MIN_BYTES = 2048
 
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:
@@ -191,7 +194,7 @@ def parse_request(
         return request
     json_end = len(body) if header_length is None else header_length
     view = memoryview(body)
-    cut = codec.cut_json_data(view[:json_end]) if codec.cut_json_data is not None else None
+    cut = codec.cut_json_data(view[:json_end]) if codec.cut_json_data is not None and json_end >= CUT_MIN_BYTES else None
     if cut is not None:
         # The numeric data read straight into arrays; the rest of the document, small, parsed
         # here. Anything this parse would refuse is parsed again in full below, so that every

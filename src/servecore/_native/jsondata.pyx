@@ -19,7 +19,7 @@ C, bounded by ``MAX_DEPTH``; numbers are read straight into the output array:
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.float cimport FLT_MIN
 from libc.math cimport fabs, isinf
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -107,11 +107,9 @@ cdef class _Scan:
     cdef Py_ssize_t n, pos
     cdef _Cut cuts[_MAX_CUTS]
     cdef int count
-    cdef bint outside
 
     def __cinit__(self):
         self.count = 0
-        self.outside = False
 
     def __dealloc__(self):
         cdef int i
@@ -329,7 +327,7 @@ cdef class _Scan:
     # -- the request ----------------------------------------------------------------------------
 
     cdef bint document(self) noexcept:
-        cdef Py_ssize_t a, b, index
+        cdef Py_ssize_t a, b
         cdef bint seen_inputs = False
         if not self.expect(123):
             return False

@@ -75,17 +75,16 @@ _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _LITERALS = (b"true", b"false", b"null")
 _INT_RANGES: Final[dict[str, tuple[int, int]]] = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 _FLT_MIN: Final[float] = float(np.finfo(np.float32).tiny)
-_FLT_MAX: Final[float] = float(np.finfo(np.float32).max)
 
 
 class _Outside(Exception):
     """The document is outside the subset the scanner reads (or is not valid JSON)."""
 
 
-def convert(token: bytes, datatype: str) -> float | int | None:
-    """The value of the JSON number *token* in an array of *datatype*, or None when it is not cut."""
-    match = _NUMBER.fullmatch(token)
-    assert match is not None, token
+def convert(match: re.Match[bytes], datatype: str) -> float | int | None:
+    """The value of a JSON number (*match*: of the number pattern) in an array of *datatype*, or
+    None when it is not cut."""
+    token = match.group()
     if len(token) > MAX_NUMBER_BYTES:
         return None
     is_int = match.group(1) is None and match.group(2) is None
@@ -151,12 +150,12 @@ class _Scanner:
         self.pos = match.end()
         return contents
 
-    def number(self) -> bytes:
+    def number(self) -> re.Match[bytes]:
         match = _NUMBER.match(self.raw, self.pos)
         if match is None:
             raise _Outside
         self.pos = match.end()
-        return match.group()
+        return match
 
     # -- values -------------------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class _Checked:
     timeout_us: int
     priority: int
 
+
 class FastInfer:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` for models with a batch scheduler, routed by
     the app's own router."""
@@ -116,7 +117,8 @@ class FastInfer:
             json_length = v2.parse_header_length(header_length, len(body))
             if json_length == 0:
                 return False  # raw binary: the ASGI path checks the model's single input
-            known = self._known(model, body, json_length, name, version)
+            header = body[:json_length] if json_length is not None else None  # None: JSON data
+            known = self._known(model, body, header, name, version) if header is not None else None
             if known is not None:
                 request, checked = known
                 feeds = {tensor.name: tensor.data for tensor in request.inputs}
@@ -132,8 +134,8 @@ class FastInfer:
                 if rows <= 0:  # an empty request runs unbatched
                     return False
                 timeout_us, priority = dp.batch_parameters(request, rows)
-                if json_length is not None:
-                    self._remember(body[:json_length], _Checked(model, wanted, rows, timeout_us, priority))
+                if header is not None:
+                    self._remember(header, _Checked(model, wanted, rows, timeout_us, priority))
         except ServecoreError:
             return False
         fast = FastRequest(dp, cycle, model, request, wanted, feeds, rows, start)
@@ -148,18 +150,14 @@ class FastInfer:
             cycle.disconnect_callbacks = [fast.disconnected]
         return True
 
-
     def _known(
-        self, model: ModelVersion, body: bytes, json_length: int | None, name: str, version: str | None
+        self, model: ModelVersion, body: bytes, header: bytes, name: str, version: str | None
     ) -> tuple[InferenceRequest, _Checked] | None:
         """A binary request whose header was planned (``v2.HeaderPlans``) and validated against
         this very model version before: cut up by the plan, with what the validation found. The
         validation (``_feeds``, ``_requested_outputs``, ``batch_parameters``) reads the header and
         the model only, so it holds for every body the plan accepts; a reloaded model is another
         version object and is validated afresh."""
-        if json_length is None:
-            return None  # JSON data: every body is another header
-        header = body[:json_length]
         checked = self._checked.get(header)
         if checked is None or checked.model is not model:
             return None

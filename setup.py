@@ -47,6 +47,7 @@ def _extensions() -> list[Extension]:
         extension("batching"),
         extension("gather", numpy_api=True),
         extension("drift"),
+        extension("headscan"),
     ]
     print("servecore: building the compiled core:", ", ".join(m.name for m in modules))
     return cythonize(modules, compiler_directives=directives)

@@ -24,6 +24,7 @@ from servecore.dataplane import DataPlane, create_dataplane
 from servecore.http.app import ServecoreApp
 from servecore.http.connection import Connection, ServerState
 from servecore.http.fastpath import FastInfer
+from servecore.http.headscan import load_scanner
 from servecore.models import pin_mmap_threshold
 from servecore.plugins import get_plugin_manager
 
@@ -83,6 +84,7 @@ class _Server:
             keep_alive_timeout=config.keep_alive_timeout,
             access_log=config.access_log,
             fast=FastInfer(app) if config.fast_path else None,
+            scan=load_scanner(pure_python=config.pure_python),
         )
         try:
             server = await loop.create_server(

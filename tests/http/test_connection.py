@@ -83,6 +83,41 @@ def test_requests_before_a_broken_one_are_answered_then_400(server: ServerProces
         assert closed_by_server(sock)
 
 
+def chunked(path: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    half = len(body) // 2
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
+
+
+def test_plain_requests_and_others_mixed_in_one_read(server: ServerProcess) -> None:
+    """The compiled core reads a whole plain request in one call (servecore.http.headscan) and
+    leaves anything else to httptools: in one read, each kind follows the other."""
+    doc = json.dumps(DOC).encode()
+    spaced = post(INFER, doc).replace(b"Content-Length: %d" % len(doc), b"Content-Length: %d " % len(doc))
+    with connect(server) as sock:
+        sock.sendall(LIVE + chunked(INFER, doc) + post(INFER, doc) + spaced + chunked(INFER, doc) + READY)
+        answers = [read_response(sock) for _ in range(6)]
+    assert [status for status, _, _ in answers] == [200] * 6, answers
+    assert json.loads(answers[0][2]) == {"live": True} and json.loads(answers[5][2]) == {"ready": True}
+    for _, _, body in answers[1:5]:
+        assert json.loads(body)["outputs"][0]["data"] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("cut", [5, 30, 60, -10, -1])
+def test_a_request_split_across_reads_then_a_whole_one(server: ServerProcess, cut: int) -> None:
+    """A request whose head or body comes in two reads is httptools' until it ends; the plain one
+    after it, in the second read, is read whole again."""
+    request = post(INFER, json.dumps(DOC).encode())
+    with connect(server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(3):
+            sock.sendall(request[:cut])
+            time.sleep(0.05)
+            sock.sendall(request[cut:] + request + LIVE)
+            statuses = [read_response(sock)[0] for _ in range(3)]
+            assert statuses == [200, 200, 200]
+
+
 def test_http_1_0_closes_unless_asked_to_keep_alive(server: ServerProcess) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")

@@ -1,5 +1,11 @@
 """HTTP/1.1 connections: httptools parsing straight into the ASGI app, one write per response.
 
+With the compiled core, a whole plain request in one read (the usual inference request: a few
+headers and a ``Content-Length`` body) is read in one call by :mod:`servecore.http.headscan`
+instead of httptools' seven callbacks or more; what that scanner does not read (chunked
+bodies, ``Expect``, ``Upgrade``, anything unusual or invalid, a request split across reads) goes
+to httptools as before, so every refusal is still httptools'.
+
 servecore's own HTTP server rather than uvicorn's, for one reason: the cost per request. Measured
 on the 2-core development VM with a trivial ASGI app, uvicorn (httptools, uvloop) answered about
 12,000-19,000 requests/s on one core and this connection class about 40,000: uvicorn adds a
@@ -38,6 +44,8 @@ import orjson
 logger = logging.getLogger("servecore.http")
 access_logger = logging.getLogger("servecore.access")
 
+#: :func:`servecore.http.headscan.scan_request`
+Scan = Callable[[bytes, int, int], "tuple[str, bytes, str, list[tuple[bytes, bytes]], bool, bytes, int] | None"]
 App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 #: Request line and headers larger than this are refused with 431.
@@ -77,11 +85,19 @@ class ServerState:
     keep-alive sweep that closes connections idle for longer than *keep_alive_timeout* seconds."""
 
     def __init__(
-        self, app: App, *, keep_alive_timeout: float, access_log: bool = False, fast: FastRoute | None = None
+        self,
+        app: App,
+        *,
+        keep_alive_timeout: float,
+        access_log: bool = False,
+        fast: FastRoute | None = None,
+        scan: Scan | None = None,
     ) -> None:
         self.app = app
         #: requests this may answer without a task and the ASGI round trip (see :class:`FastRoute`)
         self.fast = fast
+        #: reads a whole plain request in one call (:mod:`servecore.http.headscan`); None: httptools only
+        self.scan = scan
         self.keep_alive_timeout = keep_alive_timeout
         self.access_log = access_log
         self.connections: set[Connection] = set()
@@ -398,6 +414,8 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._fast = state.fast
+        self._scan = state.scan
+        self._in_message = False  # httptools has begun a request it has not finished
         self._feeding = False  # inside data_received
         #: the active request, for the fast path once its body is complete within this read
         self._fast_waiting: Cycle | None = None
@@ -432,13 +450,22 @@ class Connection(asyncio.Protocol):
         # rest of a body answered before it arrived counts as progress.
         if self.idle_since is not None and self.parsing is not None:
             self.idle_since = time.monotonic()
+        scan = self._scan
+        if scan is not None and not self._in_message and self.pending_error is None:
+            offset = self._scan_requests(scan, data)
+            if offset == len(data) or self.closed:
+                return
+            if offset:
+                data = data[offset:]
         parser = self.parser
         assert parser is not None  # asyncio delivers nothing after connection_lost
         self._feeding = True
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            pass  # an Upgrade request (websocket, h2c) is answered as plain HTTP/1.1
+            # An Upgrade request (websocket, h2c) is answered as plain HTTP/1.1; httptools reads
+            # nothing after it, and neither does the scanner.
+            self._scan = None
         except httptools.HttpParserError as exc:
             cause = exc.__context__  # what a callback raised
             if isinstance(cause, _HeadTooLarge):
@@ -467,7 +494,24 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
+    def _scan_requests(self, scan: Scan, data: bytes) -> int:
+        """Take the whole plain requests at the start of *data* in one call each
+        (:mod:`servecore.http.headscan`); where the next one starts, for httptools."""
+        offset, size = 0, len(data)
+        while offset < size and not self.closed:
+            found = scan(data, offset, MAX_HEAD_BYTES)
+            if found is None:
+                break
+            method, target, version, headers, keep_alive, body, offset = found
+            cycle = self._cycle(target, headers, method, version, keep_alive)
+            if body:
+                cycle.add_body(body)
+            cycle.complete = True
+            self._queue(cycle)
+        return offset
+
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -488,36 +532,47 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None  # called from feed_data
-        url = self._url
+        cycle = self._cycle(
+            self._url, self._headers, parser.get_method().decode("ascii"), parser.get_http_version(), parser.should_keep_alive()
+        )
+        self.parsing = cycle
+        self._queue(cycle)
+
+    def _cycle(
+        self, url: bytes, headers: list[tuple[bytes, bytes]], method: str, version: str, keep_alive: bool
+    ) -> Cycle:
+        """The request whose head is *url* and *headers*, with its ASGI scope."""
         path, _, query = url.partition(b"?")
         raw_path = path
         text_path = path.decode("latin-1")
         if "%" in text_path:
             text_path = urllib.parse.unquote(text_path)
         expect_continue = False
-        for name, value in self._headers:
+        for name, value in headers:
             if name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
-        version = parser.get_http_version()
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
             "http_version": version,
-            "method": parser.get_method().decode("ascii"),
+            "method": method,
             "scheme": "http",
             "path": text_path,
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
-            "headers": self._headers,
+            "headers": headers,
             "client": self.client,
             "server": self.server,
         }
-        cycle = Cycle(self, scope, parser.should_keep_alive(), expect_continue and version == "1.1")
+        cycle = Cycle(self, scope, keep_alive, expect_continue and version == "1.1")
         scope["extensions"] = {"servecore.disconnect": _DisconnectHook(cycle)}
-        if self._fast is not None and not expect_continue and scope["method"] == "POST":
+        if self._fast is not None and not expect_continue and method == "POST":
             cycle.fast = self._fast.match(text_path)
-        self.parsing = cycle
+        return cycle
+
+    def _queue(self, cycle: Cycle) -> None:
+        """Answer *cycle* now, or after the requests before it on this connection."""
         if self.active is None:
             self._start(cycle)
         else:
@@ -531,6 +586,7 @@ class Connection(asyncio.Protocol):
             cycle.add_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         cycle = self.parsing
         self.parsing = None
         if cycle is not None:

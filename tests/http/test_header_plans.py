@@ -1,4 +1,5 @@
-"""v2.HeaderPlans: a binary request's JSON header parsed once, then reused, changes no answer.
+"""v2.HeaderPlans: a binary request's JSON header parsed once, then reused, changes no answer;
+nor does a JSON request's document whose numbers the compiled scanner set aside.
 
 Every body is parsed twice, once with plans shared across the whole sequence and once without:
 both give the same request (field by field, arrays by value) or the same error message, whether
@@ -31,7 +32,7 @@ def body_of(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:
     return head + b"".join(blobs), len(head)
 
 
-def parse(body: bytes, length: int, codec: Codec, plans: v2.HeaderPlans | None) -> InferenceRequest | str:
+def parse(body: bytes, length: int | None, codec: Codec, plans: v2.HeaderPlans | None) -> InferenceRequest | str:
     try:
         return v2.parse_request(body, length, model_name="m", model_version="2", codec=codec, plans=plans)
     except InvalidInputError as exc:
@@ -118,10 +119,10 @@ def test_bytes_inputs_and_json_data_are_never_planned(codec: Codec) -> None:
     body, length = body_of(mixed, np.int32(5).tobytes())
     same(parse(body, length, codec, plans), parse(body, length, codec, None))
     assert not plans._plans
-    # and a JSON-only request is not planned either
+    # and a small JSON-only request (one the compiled scanner leaves to orjson) is not planned either
     doc = json.dumps({"inputs": [{"name": "a", "shape": [1], "datatype": "INT32", "data": [7]}]}).encode()
     same(parse(doc, len(doc), codec, plans), parse(doc, len(doc), codec, None))
-    assert not plans._plans
+    assert not plans._plans and not plans._cut_plans
 
 
 def test_plans_stay_bounded() -> None:
@@ -188,3 +189,81 @@ def test_a_random_stream_parses_the_same_with_and_without_plans(codec: Codec) ->
         same(planned, parse(body, length, codec, None))
         outcomes["error" if isinstance(planned, str) else "request"] += 1
     assert outcomes["request"] > 200 and outcomes["error"] > 50, outcomes
+
+
+# -- JSON documents the compiled scanner cut ------------------------------------------------------
+
+
+def json_doc(width: int, rng: random.Random, *, count: int | None = None, **top: Any) -> bytes:
+    """A JSON request of an FP32 [1, width] and an INT64 [2, 3] input, numbers random (count:
+    how many FP32 numbers it really holds)."""
+    numbers = [rng.uniform(-1e3, 1e3) for _ in range(width if count is None else count)]
+    doc = {
+        **top,
+        "inputs": [
+            {"name": "a", "shape": [1, width], "datatype": "FP32", "data": numbers},
+            {"name": "b", "shape": [2, 3], "datatype": "INT64", "data": [rng.randrange(-(2**40), 2**40) for _ in range(6)], "parameters": {"p": [1]}},
+        ],
+    }
+    return json.dumps(doc).encode()
+
+
+def test_a_repeated_json_document_is_planned_with_each_request_own_numbers(codec: Codec) -> None:
+    rng = random.Random(1)
+    plans = v2.HeaderPlans()
+    top = {"id": "j-1", "parameters": {"timeout": 10, "nested": {"a": [1]}}, "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+    seen = []
+    for _ in range(3):
+        doc = json_doc(200, rng, **top)
+        got = parse(doc, None, codec, plans)
+        same(got, parse(doc, None, codec, None))
+        assert isinstance(got, InferenceRequest)
+        np.testing.assert_array_equal(got.inputs[0].data, np.array(json.loads(doc)["inputs"][0]["data"], dtype=np.float32).reshape(1, 200))
+        seen.append(got)
+    # with the compiled core the document, its numbers set aside, is planned once; without it,
+    # nothing is cut, so nothing is planned
+    assert len(plans._cut_plans) == (1 if codec.cut_json_data is not None else 0) and not plans._plans
+    first, second = seen[0], seen[1]
+    assert first.parameters is not second.parameters and first.parameters["nested"] is not second.parameters["nested"]
+    assert first.inputs[1].parameters is not second.inputs[1].parameters
+    assert first.inputs[0].data is not second.inputs[0].data
+    first.parameters["nested"]["a"].append(2)
+    first.inputs[1].parameters["p"].append(2)
+    again = parse(json_doc(200, rng, **top), None, codec, plans)
+    assert isinstance(again, InferenceRequest)
+    assert again.parameters["nested"] == {"a": [1]} and again.inputs[1].parameters == {"p": [1]}
+
+
+@pytest.mark.parametrize("count", [199, 201, 0])
+def test_a_known_json_document_with_another_count_gets_the_full_parser_error(codec: Codec, count: int) -> None:
+    rng = random.Random(2)
+    plans = v2.HeaderPlans()
+    assert isinstance(parse(json_doc(200, rng), None, codec, plans), InferenceRequest)
+    bad = json_doc(200, rng, count=count)
+    got = parse(bad, None, codec, plans)
+    assert isinstance(got, str) and got.startswith("error: ") and "200" in got
+    assert got == parse(bad, None, codec, None)
+
+
+def test_a_random_json_stream_parses_the_same_with_and_without_plans(codec: Codec) -> None:
+    """Documents over a few shapes and ids, their counts right or not, now and then numbers the
+    scanner does not cut (booleans, a nested list) or an input it cannot plan."""
+    rng = random.Random(11)
+    plans = v2.HeaderPlans(capacity=3)
+    outcomes = {"request": 0, "error": 0}
+    for _ in range(300):
+        width = rng.choice([150, 200, 300])
+        count = width if rng.random() < 0.8 else width + rng.choice([-1, 1])
+        top: dict[str, Any] = rng.choice([{}, {"id": "x"}, {"id": "y", "parameters": {"binary_data_output": True}}])
+        doc = json_doc(width, rng, count=count, **top)
+        roll = rng.random()
+        if roll < 0.05:
+            doc = doc.replace(b'"data": [', b'"data": [true, ', 1)
+        elif roll < 0.1:
+            doc = doc.replace(b'"data": [', b'"data": [[1.0], ', 1)
+        elif roll < 0.15:
+            doc = doc.replace(b'"name": "b"', b'"name": "b", "name": "c"', 1)
+        planned = parse(doc, None, codec, plans)
+        same(planned, parse(doc, None, codec, None))
+        outcomes["error" if isinstance(planned, str) else "request"] += 1
+    assert outcomes["request"] > 150 and outcomes["error"] > 30, outcomes

@@ -118,24 +118,33 @@ class FastInfer:
             if json_length == 0:
                 return False  # raw binary: the ASGI path checks the model's single input
             header = body[:json_length] if json_length is not None else None  # None: JSON data
-            known = self._known(model, body, header, name, version) if header is not None else None
+            # what a request repeats but for its tensor data: a binary request's JSON header, a
+            # JSON request's document with its data set aside by the compiled scanner
+            cut = v2.cut_json(body, len(body), dp.codec) if header is None else None
+            key = header if cut is None else cut[0]
+            known = self._known(model, body, key, cut, name, version) if key is not None else None
             if known is not None:
                 request, checked = known
                 feeds = {tensor.name: tensor.data for tensor in request.inputs}
                 wanted, rows = checked.wanted, checked.rows
                 timeout_us, priority = checked.timeout_us, checked.priority
             else:
-                request = v2.parse_request(
-                    body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
-                )
+                if header is None:
+                    request = v2.parse_cut_request(
+                        body, len(body), cut, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
+                    )
+                else:
+                    request = v2.parse_request(
+                        body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
+                    )
                 feeds = dp._feeds(model, request.inputs)
                 wanted = dp._requested_outputs(model, request)
                 rows = request.inputs[0].shape[0]
                 if rows <= 0:  # an empty request runs unbatched
                     return False
                 timeout_us, priority = dp.batch_parameters(request, rows)
-                if header is not None:
-                    self._remember(header, _Checked(model, wanted, rows, timeout_us, priority))
+                if key is not None:
+                    self._remember(key, cut, _Checked(model, wanted, rows, timeout_us, priority))
         except ServecoreError:
             return False
         fast = FastRequest(dp, cycle, model, request, wanted, feeds, rows, start)
@@ -150,27 +159,32 @@ class FastInfer:
             cycle.disconnect_callbacks = [fast.disconnected]
         return True
 
+    def _plan(self, key: bytes, cut: v2.Cut | None) -> v2.Plan | None:
+        return self._plans.get(key) if cut is None else self._plans.get_cut(key)
+
     def _known(
-        self, model: ModelVersion, body: bytes, header: bytes, name: str, version: str | None
+        self, model: ModelVersion, body: bytes, key: bytes, cut: v2.Cut | None, name: str, version: str | None
     ) -> tuple[InferenceRequest, _Checked] | None:
-        """A binary request whose header was planned (``v2.HeaderPlans``) and validated against
-        this very model version before: cut up by the plan, with what the validation found. The
+        """A request whose header (*key*: a binary request's JSON header, or a cut JSON request's
+        document without its data) was planned (``v2.HeaderPlans``) and validated against this
+        very model version before: made by the plan, with what the validation found. The
         validation (``_feeds``, ``_requested_outputs``, ``batch_parameters``) reads the header and
         the model only, so it holds for every body the plan accepts; a reloaded model is another
-        version object and is validated afresh."""
-        checked = self._checked.get(header)
+        version object and is validated afresh. (A binary header and a cut document are never
+        the same bytes: one announces ``binary_data_size``, the other holds ``"data":null``.)"""
+        checked = self._checked.get(key)
         if checked is None or checked.model is not model:
             return None
-        plan = self._plans.get(header)
-        request = plan.request(memoryview(body), name, version) if plan is not None else None
+        plan = self._plan(key, cut)
+        request = plan.request(memoryview(body), name, version, None if cut is None else cut[1]) if plan is not None else None
         return None if request is None else (request, checked)
 
-    def _remember(self, header: bytes, checked: _Checked) -> None:
-        if self._plans.get(header) is None:
-            return  # not planned (BYTES inputs, JSON data): each body is parsed in full anyway
+    def _remember(self, key: bytes, cut: v2.Cut | None, checked: _Checked) -> None:
+        if self._plan(key, cut) is None:
+            return  # not planned (BYTES inputs, JSON data left to orjson): each body is parsed in full anyway
         if len(self._checked) >= MAX_CHECKED:
             self._checked.clear()
-        self._checked[header] = checked
+        self._checked[key] = checked
 
 
 class FastRequest:

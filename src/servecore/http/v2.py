@@ -96,14 +96,35 @@ class HeaderPlans:
     data, BYTES inputs, whose elements are validated one by one) is parsed in full, so every
     error is the full parser's. Each request gets its own objects; nothing is shared but strings
     and numbers. At most *capacity* headers are kept; then the plans start again.
+
+    JSON requests whose numbers the compiled core reads (:func:`cut_json`) are planned the same
+    way, by the rest of the document once their ``data`` arrays are set aside (``"data":null``
+    in place of each): a request that repeats that rest is the same request but for its
+    numbers, which the plan takes when each array has the length its input's shape asks for.
     """
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._plans: dict[bytes, _Plan] = {}
+        self._plans: dict[bytes, Plan] = {}
+        self._cut_plans: dict[bytes, Plan] = {}
 
-    def get(self, header: bytes) -> _Plan | None:
+    def get(self, header: bytes) -> Plan | None:
         return self._plans.get(header)
+
+    def get_cut(self, text: bytes) -> Plan | None:
+        """The plan of a JSON request whose document, its data set aside, is *text*."""
+        return self._cut_plans.get(text)
+
+    def add_cut(self, text: bytes, request: InferenceRequest, arrays: dict[int, tuple[str, np.ndarray]]) -> None:
+        if len(arrays) != len(request.inputs):
+            return  # an input without data (an empty binary one): parsed in full each time
+        inputs = [
+            (tensor.name, tensor.datatype, tensor.shape, _CUT, tensor.data.size, _copy(tensor.parameters))
+            for tensor in request.inputs
+        ]
+        if len(self._cut_plans) >= self.capacity:
+            self._cut_plans.clear()
+        self._cut_plans[text] = self._plan(inputs, request, _CUT)
 
     def add(self, header: bytes, request: InferenceRequest, json_end: int, body_length: int) -> None:
         offset = json_end
@@ -118,33 +139,55 @@ class HeaderPlans:
             return
         if len(self._plans) >= self.capacity:
             self._plans.clear()
+        self._plans[header] = self._plan(inputs, request, offset)
+
+    @staticmethod
+    def _plan(inputs: list[tuple[str, str, tuple[int, ...], int, int, dict[str, Any]]], request: InferenceRequest, end: int) -> Plan:
         outputs = None if request.outputs is None else [(o.name, o.binary, o.class_count, _copy(o.parameters)) for o in request.outputs]
-        self._plans[header] = _Plan(inputs, outputs, request.id, _copy(request.parameters), request.binary_output_default, offset)
+        return Plan(inputs, outputs, request.id, _copy(request.parameters), request.binary_output_default, end)
+
+
+#: a plan's ``end`` and each input's ``start`` when its data comes from the JSON scanner's cut
+_CUT = -1
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class Plan:
     """What one binary request header says (see :class:`HeaderPlans`)."""
 
-    #: (name, datatype, shape, start, end, parameters) of each input, its bytes at body[start:end]
+    #: (name, datatype, shape, start, end, parameters) of each input, its bytes at body[start:end];
+    #: for a cut JSON request, (name, datatype, shape, _CUT, element count, parameters)
     inputs: list[tuple[str, str, tuple[int, ...], int, int, dict[str, Any]]]
     #: (name, binary, class count, parameters) of each requested output; None: all outputs
     outputs: list[tuple[str, bool | None, int, dict[str, Any]]] | None
     id: str | None
     parameters: dict[str, Any]
     binary_default: bool
-    #: the whole body's length: JSON header and every tensor
+    #: the whole body's length: JSON header and every tensor; _CUT for a cut JSON request
     end: int
 
-    def request(self, body: memoryview, model_name: str, model_version: str | None) -> InferenceRequest | None:
-        """The request this plan makes of *body*; None when it must be parsed in full."""
-        if len(body) != self.end:
+    def request(
+        self, body: memoryview, model_name: str, model_version: str | None,
+        arrays: dict[int, tuple[str, np.ndarray]] | None = None,
+    ) -> InferenceRequest | None:
+        """The request this plan makes of *body* (a cut JSON request: of the *arrays* the scanner
+        read); None when it must be parsed in full."""
+        if arrays is None:
+            if len(body) != self.end:
+                return None
+        elif self.end != _CUT or len(arrays) != len(self.inputs):
             return None
         inputs = []
-        for name, datatype, shape, start, end, params in self.inputs:
-            array = np.frombuffer(body[start:end], dtype=_LE[datatype])
-            if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
-                return None
+        for index, (name, datatype, shape, start, end, params) in enumerate(self.inputs):
+            if arrays is None:
+                array = np.frombuffer(body[start:end], dtype=_LE[datatype])
+                if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+                    return None
+            else:
+                cut = arrays.get(index)
+                if cut is None or cut[0] != datatype or len(cut[1]) != end:
+                    return None  # a count the full parse reports
+                array = cut[1]
             inputs.append(InferInput(name, datatype, shape, array.reshape(shape), _copy(params)))
         outputs = None
         if self.outputs is not None:
@@ -193,17 +236,45 @@ def parse_request(
         plans.add(header, request, header_length, len(body))
         return request
     json_end = len(body) if header_length is None else header_length
+    cut = cut_json(body, json_end, codec)
+    return parse_cut_request(body, json_end, cut, model_name=model_name, model_version=model_version, codec=codec, plans=plans if header_length is None else None)
+
+
+Cut = tuple[bytes, dict[int, tuple[str, np.ndarray]]]
+
+
+def cut_json(body: bytes, json_end: int, codec: Codec) -> Cut | None:
+    """The JSON document ``body[:json_end]`` with its numeric data read straight into arrays
+    (:mod:`servecore.codec.jsondata`), or None when it is not (no compiled core, a small
+    document, or one the scanner leaves to orjson)."""
+    if codec.cut_json_data is None or json_end < CUT_MIN_BYTES:
+        return None
+    return codec.cut_json_data(memoryview(body)[:json_end])
+
+
+def parse_cut_request(
+    body: bytes, json_end: int, cut: Cut | None, *, model_name: str, model_version: str | None, codec: Codec,
+    plans: HeaderPlans | None = None,
+) -> InferenceRequest:
+    """:func:`parse_request` for a body whose JSON part, ``body[:json_end]``, gave *cut*."""
     view = memoryview(body)
-    cut = codec.cut_json_data(view[:json_end]) if codec.cut_json_data is not None and json_end >= CUT_MIN_BYTES else None
     if cut is not None:
         # The numeric data read straight into arrays; the rest of the document, small, parsed
-        # here. Anything this parse would refuse is parsed again in full below, so that every
-        # error is the full parser's (positions in JSON errors included).
+        # here, or planned before. Anything this parse would refuse is parsed again in full
+        # below, so that every error is the full parser's (positions in JSON errors included).
         text, arrays = cut
+        plan = plans.get_cut(text) if plans is not None else None
+        known = plan.request(view, model_name, model_version, arrays) if plan is not None else None
+        if known is not None:
+            return known
         try:
-            return _parse_document(orjson.loads(text), view, json_end, model_name, model_version, codec, arrays)
+            request = _parse_document(orjson.loads(text), view, json_end, model_name, model_version, codec, arrays)
         except (InvalidInputError, orjson.JSONDecodeError, _NotCut):
             pass
+        else:
+            if plans is not None and json_end == len(body):
+                plans.add_cut(text, request, arrays)
+            return request
     return _parse_document(_load_json(view[:json_end]), view, json_end, model_name, model_version, codec, {})
 
 

@@ -485,7 +485,7 @@ class DataPlane:
         finally:
             inflight.dec()
         if monitor is not None:
-            self._observe(monitor, request, feeds, result, rows)
+            self._observe(monitor, request.id, feeds, result, rows)
         done = time.perf_counter_ns()
         request_ns = done - start
         model.stats.record_success(rows, request_ns, began - submitted, submitted - start, ended - began, done - ended)
@@ -512,7 +512,7 @@ class DataPlane:
             raise
         finally:
             inflight.dec()
-        return self.batched_response(model, request, feeds, wanted, rows, start, result, timing)
+        return self.batched_response(model, request.id, feeds, wanted, rows, start, result, timing)
 
     def batch_parameters(self, request: InferenceRequest, rows: int) -> tuple[int, int]:
         """The request's ``timeout`` (µs, the configured default when absent) and ``priority``;
@@ -528,11 +528,11 @@ class DataPlane:
         )
 
     def batched_response(
-        self, model: ModelVersion, request: InferenceRequest, feeds: Mapping[str, np.ndarray],
+        self, model: ModelVersion, request_id: str | None, feeds: Mapping[str, np.ndarray],
         wanted: list[tuple[str, bool, int]], rows: int, start: int,
         result: Mapping[str, np.ndarray], timing: BatchTiming,
     ) -> InferenceResponse:
-        """The response to *request* from its share of a batch's outputs, counted in the model's
+        """The response to the request *request_id* from its share of a batch's outputs, counted in the model's
         statistics, metrics and monitor (raises ServecoreError, counted as a failure, when the
         outputs cannot be shaped)."""
         try:
@@ -541,25 +541,25 @@ class DataPlane:
             self._failed(model, model.series, start)
             raise
         if model.monitor is not None:
-            self._observe(model.monitor, request, feeds, result, rows)
+            self._observe(model.monitor, request_id, feeds, result, rows)
         request_ns = time.perf_counter_ns() - start
         model.stats.record_request(rows, request_ns, timing.queue_ns, timing.input_ns, timing.infer_ns, timing.output_ns)
         series = model.series
         series.success.inc()
         series.request.observe(request_ns / 1e9)
         series.queue.observe(timing.queue_ns / 1e9)
-        return InferenceResponse(model.name, model.version, outputs, id=request.id)
+        return InferenceResponse(model.name, model.version, outputs, id=request_id)
 
     # -- monitoring ----------------------------------------------------------------------------
 
     @staticmethod
     def _observe(
-        monitor: ModelMonitor, request: InferenceRequest, feeds: Mapping[str, np.ndarray],
+        monitor: ModelMonitor, request_id: str | None, feeds: Mapping[str, np.ndarray],
         result: Mapping[str, np.ndarray], rows: int,
     ) -> None:
         monitor.observe({**feeds, **result}, rows)
-        if request.id:
-            monitor.record_prediction(request.id, result)
+        if request_id:
+            monitor.record_prediction(request_id, result)
 
     def _monitored(self, name: str, version: str | None) -> ModelMonitor:
         model = self.models.get(name, version)

@@ -122,10 +122,10 @@ class FastInfer:
             # JSON request's document with its data set aside by the compiled scanner
             cut = v2.cut_json(body, len(body), dp.codec) if header is None else None
             key = header if cut is None else cut[0]
-            known = self._known(model, body, key, cut, name, version) if key is not None else None
+            known = self._known(model, body, key, cut) if key is not None else None
             if known is not None:
-                request, checked = known
-                feeds = {tensor.name: tensor.data for tensor in request.inputs}
+                # validated before: the tensors are all this request brings, and its id
+                feeds, request_id, checked = known
                 wanted, rows = checked.wanted, checked.rows
                 timeout_us, priority = checked.timeout_us, checked.priority
             else:
@@ -138,6 +138,7 @@ class FastInfer:
                         body, json_length, model_name=name, model_version=version, codec=dp.codec, plans=self._plans
                     )
                 feeds = dp._feeds(model, request.inputs)
+                request_id = request.id
                 wanted = dp._requested_outputs(model, request)
                 rows = request.inputs[0].shape[0]
                 if rows <= 0:  # an empty request runs unbatched
@@ -147,7 +148,7 @@ class FastInfer:
                     self._remember(key, cut, _Checked(model, wanted, rows, timeout_us, priority))
         except ServecoreError:
             return False
-        fast = FastRequest(dp, cycle, model, request, wanted, feeds, rows, start)
+        fast = FastRequest(dp, cycle, model, request_id, wanted, feeds, rows, start)
         model.inflight += 1  # no await since the lookup: a version being swapped out waits for it
         dp.metrics.inflight.inc()
         try:
@@ -163,11 +164,12 @@ class FastInfer:
         return self._plans.get(key) if cut is None else self._plans.get_cut(key)
 
     def _known(
-        self, model: ModelVersion, body: bytes, key: bytes, cut: v2.Cut | None, name: str, version: str | None
-    ) -> tuple[InferenceRequest, _Checked] | None:
+        self, model: ModelVersion, body: bytes, key: bytes, cut: v2.Cut | None
+    ) -> tuple[dict[str, np.ndarray], str | None, _Checked] | None:
         """A request whose header (*key*: a binary request's JSON header, or a cut JSON request's
         document without its data) was planned (``v2.HeaderPlans``) and validated against this
-        very model version before: made by the plan, with what the validation found. The
+        very model version before: its tensors by input name, cut out by the plan, its id, and
+        what the validation found. The
         validation (``_feeds``, ``_requested_outputs``, ``batch_parameters``) reads the header and
         the model only, so it holds for every body the plan accepts; a reloaded model is another
         version object and is validated afresh. (A binary header and a cut document are never
@@ -176,8 +178,12 @@ class FastInfer:
         if checked is None or checked.model is not model:
             return None
         plan = self._plan(key, cut)
-        request = plan.request(memoryview(body), name, version, None if cut is None else cut[1]) if plan is not None else None
-        return None if request is None else (request, checked)
+        if plan is None:
+            return None
+        tensors = plan.tensors(memoryview(body), None if cut is None else cut[1])
+        if tensors is None:
+            return None
+        return {name: tensor for (name, *_), tensor in zip(plan.inputs, tensors)}, plan.id, checked
 
     def _remember(self, key: bytes, cut: v2.Cut | None, checked: _Checked) -> None:
         if self._plan(key, cut) is None:
@@ -190,16 +196,16 @@ class FastInfer:
 class FastRequest:
     """One request on the fast path: the scheduler's result sink, and its answer."""
 
-    __slots__ = ("cycle", "dp", "feeds", "finished", "model", "queue_id", "request", "rows", "start", "wanted")
+    __slots__ = ("cycle", "dp", "feeds", "finished", "model", "queue_id", "request_id", "rows", "start", "wanted")
 
     def __init__(
-        self, dp: DataPlane, cycle: Cycle, model: ModelVersion, request: InferenceRequest,
+        self, dp: DataPlane, cycle: Cycle, model: ModelVersion, request_id: str | None,
         wanted: list[tuple[str, bool, int]], feeds: dict[str, np.ndarray], rows: int, start: int,
     ) -> None:
         self.dp = dp
         self.cycle = cycle
         self.model = model
-        self.request = request
+        self.request_id = request_id
         self.wanted = wanted
         self.feeds = feeds
         self.rows = rows
@@ -228,7 +234,7 @@ class FastRequest:
         model = self.model
         try:
             response = self.dp.batched_response(
-                model, self.request, self.feeds, self.wanted, self.rows, self.start, outputs, timing
+                model, self.request_id, self.feeds, self.wanted, self.rows, self.start, outputs, timing
             )
             payload, json_size = v2.encode_response(response, self.dp.codec)
         except ServecoreError as exc:

@@ -166,19 +166,16 @@ class Plan:
     #: the whole body's length: JSON header and every tensor; _CUT for a cut JSON request
     end: int
 
-    def request(
-        self, body: memoryview, model_name: str, model_version: str | None,
-        arrays: dict[int, tuple[str, np.ndarray]] | None = None,
-    ) -> InferenceRequest | None:
-        """The request this plan makes of *body* (a cut JSON request: of the *arrays* the scanner
-        read); None when it must be parsed in full."""
+    def tensors(self, body: memoryview, arrays: dict[int, tuple[str, np.ndarray]] | None = None) -> list[np.ndarray] | None:
+        """Each input's tensor from *body* (a cut JSON request: from the *arrays* the scanner
+        read), shaped; None when the request must be parsed in full."""
         if arrays is None:
             if len(body) != self.end:
                 return None
         elif self.end != _CUT or len(arrays) != len(self.inputs):
             return None
-        inputs = []
-        for index, (name, datatype, shape, start, end, params) in enumerate(self.inputs):
+        tensors = []
+        for index, (_, datatype, shape, start, end, _) in enumerate(self.inputs):
             if arrays is None:
                 array = np.frombuffer(body[start:end], dtype=_LE[datatype])
                 if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
@@ -188,7 +185,22 @@ class Plan:
                 if cut is None or cut[0] != datatype or len(cut[1]) != end:
                     return None  # a count the full parse reports
                 array = cut[1]
-            inputs.append(InferInput(name, datatype, shape, array.reshape(shape), _copy(params)))
+            tensors.append(array.reshape(shape))
+        return tensors
+
+    def request(
+        self, body: memoryview, model_name: str, model_version: str | None,
+        arrays: dict[int, tuple[str, np.ndarray]] | None = None,
+    ) -> InferenceRequest | None:
+        """The request this plan makes of *body* (see :meth:`tensors`); None when it must be
+        parsed in full."""
+        tensors = self.tensors(body, arrays)
+        if tensors is None:
+            return None
+        inputs = [
+            InferInput(name, datatype, shape, tensor, _copy(params))
+            for (name, datatype, shape, _, _, params), tensor in zip(self.inputs, tensors)
+        ]
         outputs = None
         if self.outputs is not None:
             outputs = [RequestedOutput(name, binary, classes, _copy(params)) for name, binary, classes, params in self.outputs]

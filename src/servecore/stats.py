@@ -60,12 +60,18 @@ class ModelStats:
         """
         self.inference_count += rows
         self.last_inference_ms = time.time_ns() // 1_000_000
-        for d, ns in (
-            (self._success, request_ns), (self._queue, queue_ns), (self._input, input_ns),
-            (self._infer, infer_ns), (self._output, output_ns),
-        ):
-            d.count += 1
-            d.ns += ns
+        # unrolled: once per request on the batching hot path (a loop over pairs took 1.6 µs, this 0.6)
+        success, queue, compute_input, infer, output = self._success, self._queue, self._input, self._infer, self._output
+        success.count += 1
+        success.ns += request_ns
+        queue.count += 1
+        queue.ns += queue_ns
+        compute_input.count += 1
+        compute_input.ns += input_ns
+        infer.count += 1
+        infer.ns += infer_ns
+        output.count += 1
+        output.ns += output_ns
 
     def record_batch(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One execution of a batch of *batch_size* rows."""

@@ -55,9 +55,10 @@ class _Pending:
     future: ResultSink
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchTiming:
-    """What one request's batch cost (nanoseconds), for statistics."""
+    """What one request's batch cost (nanoseconds), for statistics. One per request of a batch,
+    so not frozen: a frozen dataclass's ``__init__`` took 1.8 µs, this one 0.45 µs."""
 
     queue_ns: int
     input_ns: int
@@ -86,8 +87,8 @@ def shape_key(
     without the batch dimension, ``-1`` where a dimension may vary): its variable dimensions are
     padded to the largest in the batch.
     """
-    if not paddable:
-        return tuple(feeds[name].shape[1:] for name in names)
+    if not paddable:  # a list, not a generator: once per request, 0.9 µs instead of 1.5
+        return tuple([feeds[name].shape[1:] for name in names])
     return tuple(
         tuple(-1 if want < 0 else got for got, want in zip(feeds[name].shape[1:], paddable[name]))
         if name in paddable

@@ -187,18 +187,21 @@ def test_a_changed_artefact_is_reloaded_in_place(repo: Path, serve: Callable[...
 
 def test_a_half_written_file_is_never_loaded(repo: Path, serve: Callable[..., ServerProcess]) -> None:
     put_version(repo, "m", 1)
-    server = serve(str(repo), "--model-control", "poll", "--poll-interval", "0.25")
+    # A pause in the copy longer than the poll interval is a finished file to the server (the
+    # stable-fingerprint rule): the interval is 25 times the pause between writes. With a 0.25 s
+    # interval and 30 ms pauses the test failed once on a loaded 2-core host.
+    server = serve(str(repo), "--model-control", "poll", "--poll-interval", "0.5")
     complete = add_constant(repo / "staging.onnx", 2.0).read_bytes()
     target = repo / "m" / "2" / "model.onnx"
     target.parent.mkdir()
-    step = max(1, len(complete) // 60)
+    step = max(1, len(complete) // 100)
 
     def copy() -> None:  # a slow copy straight into place, over several poll intervals
         with target.open("wb") as f:
             for start in range(0, len(complete), step):
                 f.write(complete[start:start + step])
                 f.flush()
-                time.sleep(0.03)
+                time.sleep(0.02)
 
     # The copy runs on its own thread, so slow checks cannot pause it for a poll interval (the
     # file would then look finished to the server, which is what the stable-fingerprint rule means).

@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 import weakref
 
+#: request headers in order, as (name, value)
+Headers = tuple[tuple[str, str], ...]
+
 #: bytes read past the end of a response (pipelined answers), by socket
 _leftover: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
 
@@ -56,3 +59,26 @@ def raw_exchange(port: int, request: bytes, *, timeout: float = 10.0) -> tuple[i
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
         return read_response(sock)
+
+
+def http_request(
+    path: str, body: bytes | None, *, tag: str | None, headers: Headers = (), method: str = "POST",
+    version: str = "1.1", chunked: bool = False,
+) -> bytes:
+    """One request as bytes: the request line, Host, X-Case (*tag*), *headers* in order, the body's
+    framing (Content-Length, or two chunks with *chunked*) and the body."""
+    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1"]
+    if tag is not None:
+        lines.append(f"X-Case: {tag}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    payload = b""
+    if body is not None:
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+            half = len(body) // 2
+            payload = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]) if part)
+            payload += b"0\r\n\r\n"
+        else:
+            lines.append(f"Content-Length: {len(body)}")
+            payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rawhttp import read_response
+from rawhttp import http_request, read_response
 from server_process import ServerProcess
 
 pytestmark = pytest.mark.usefixtures("still_serving")
@@ -83,19 +83,13 @@ def test_requests_before_a_broken_one_are_answered_then_400(server: ServerProces
         assert closed_by_server(sock)
 
 
-def chunked(path: str, body: bytes) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-    half = len(body) // 2
-    return head + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
-
-
 def test_plain_requests_and_others_mixed_in_one_read(server: ServerProcess) -> None:
     """The compiled core reads a whole plain request in one call (servecore.http.headscan) and
     leaves anything else to httptools: in one read, each kind follows the other."""
     doc = json.dumps(DOC).encode()
     spaced = post(INFER, doc).replace(b"Content-Length: %d" % len(doc), b"Content-Length: %d " % len(doc))
     with connect(server) as sock:
-        sock.sendall(LIVE + chunked(INFER, doc) + post(INFER, doc) + spaced + chunked(INFER, doc) + READY)
+        sock.sendall(LIVE + http_request(INFER, doc, tag=None, chunked=True) + post(INFER, doc) + spaced + http_request(INFER, doc, tag=None, chunked=True) + READY)
         answers = [read_response(sock) for _ in range(6)]
     assert [status for status, _, _ in answers] == [200] * 6, answers
     assert json.loads(answers[0][2]) == {"live": True} and json.loads(answers[5][2]) == {"ready": True}

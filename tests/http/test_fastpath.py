@@ -61,6 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from checks import eventually
 from fastpath_probe import LOG_ENV
+from rawhttp import Headers, http_request
 from server_process import ServerProcess
 from test_bad_input import _bytes_blob, binary_request, tensor
 from test_batching import batch_models, distinct, hold_steps, inflight, slow_doc  # noqa: F401  (fixtures)
@@ -77,7 +78,6 @@ IHCL = "Inference-Header-Content-Length"
 API_KEY = "alice-key-0123456789"
 AUTH = (("Authorization", f"Bearer {API_KEY}"),)
 
-Headers = tuple[tuple[str, str], ...]
 
 
 # -- servers --------------------------------------------------------------------------------------
@@ -143,29 +143,6 @@ def auth_pair(models: list[str], tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 # -- raw HTTP -------------------------------------------------------------------------------------
-
-
-def http_request(
-    path: str, body: bytes | None, *, tag: str | None, headers: Headers = (), method: str = "POST",
-    version: str = "1.1", chunked: bool = False,
-) -> bytes:
-    """One request as bytes: the request line, Host, X-Case (*tag*), *headers* in order, the body's
-    framing (Content-Length, or two chunks with *chunked*) and the body."""
-    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1"]
-    if tag is not None:
-        lines.append(f"X-Case: {tag}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    payload = b""
-    if body is not None:
-        if chunked:
-            lines.append("Transfer-Encoding: chunked")
-            half = len(body) // 2
-            payload = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]) if part)
-            payload += b"0\r\n\r\n"
-        else:
-            lines.append(f"Content-Length: {len(body)}")
-            payload = body
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
 
 
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)\r$")

@@ -80,7 +80,7 @@ def scan_request(bytes data not None, Py_ssize_t start, Py_ssize_t max_head):
     cdef uint64_t length = 0
     cdef bint has_length = False, close = False, keep = False, has_connection = False
     cdef unsigned char c
-    cdef object method, version, name
+    cdef object method, version, target
     cdef bytes lowered
     cdef char* out
     cdef list headers

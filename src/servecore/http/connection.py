@@ -36,16 +36,17 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 import orjson
 
+if TYPE_CHECKING:
+    from servecore.http.headscan import Scanner
+
 logger = logging.getLogger("servecore.http")
 access_logger = logging.getLogger("servecore.access")
 
-#: :func:`servecore.http.headscan.scan_request`
-Scan = Callable[[bytes, int, int], "tuple[str, bytes, str, list[tuple[bytes, bytes]], bool, bytes, int] | None"]
 App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 #: Request line and headers larger than this are refused with 431.
@@ -91,7 +92,7 @@ class ServerState:
         keep_alive_timeout: float,
         access_log: bool = False,
         fast: FastRoute | None = None,
-        scan: Scan | None = None,
+        scan: Scanner | None = None,
     ) -> None:
         self.app = app
         #: requests this may answer without a task and the ASGI round trip (see :class:`FastRoute`)
@@ -494,7 +495,7 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
-    def _scan_requests(self, scan: Scan, data: bytes) -> int:
+    def _scan_requests(self, scan: Scanner, data: bytes) -> int:
         """Take the whole plain requests at the start of *data* in one call each
         (:mod:`servecore.http.headscan`); where the next one starts, for httptools."""
         offset, size = 0, len(data)
@@ -506,7 +507,7 @@ class Connection(asyncio.Protocol):
             cycle = self._cycle(target, headers, method, version, keep_alive)
             if body:
                 cycle.add_body(body)
-            cycle.complete = True
+            cycle.finish_body()
             self._queue(cycle)
         return offset
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from servecore.dataplane import DataPlane
     from servecore.http.app import ServecoreApp
     from servecore.models import ModelVersion
-    from servecore.types import InferenceRequest
 
 logger = logging.getLogger("servecore.http")
 #: request paths whose route :meth:`FastInfer.match` remembers

@@ -43,6 +43,8 @@ MAX_LENGTH_DIGITS: Final[int] = 18
 
 #: ``(method, target, version, headers, keep_alive, body, end)``
 Scanned = tuple[str, bytes, str, list[tuple[bytes, bytes]], bool, bytes, int]
+#: :func:`scan_request` or its compiled twin: ``(data, start, max_head)`` to :data:`Scanned` or None
+Scanner = Callable[[bytes, int, int], "Scanned | None"]
 
 _LINE = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n")
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r\n")
@@ -50,7 +52,7 @@ _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\x
 _DECLINED: Final = frozenset((b"transfer-encoding", b"upgrade", b"expect"))
 
 
-def load_scanner(*, pure_python: bool | None = None) -> Callable[[bytes, int, int], Scanned | None] | None:
+def load_scanner(*, pure_python: bool | None = None) -> Scanner | None:
     """The compiled :func:`scan_request`, or None when the pure-Python twins are asked for or it
     is not built: in Python, httptools' callbacks cost less than this scanner does."""
     native = native_modules("headscan", pure_python=pure_python)

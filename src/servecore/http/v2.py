@@ -153,7 +153,8 @@ _CUT = -1
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What one binary request header says (see :class:`HeaderPlans`)."""
+    """What one binary request header says, or one JSON document with its data cut out (see
+    :class:`HeaderPlans`)."""
 
     #: (name, datatype, shape, start, end, parameters) of each input, its bytes at body[start:end];
     #: for a cut JSON request, (name, datatype, shape, _CUT, element count, parameters)
@@ -249,7 +250,7 @@ def parse_request(
         return request
     json_end = len(body) if header_length is None else header_length
     cut = cut_json(body, json_end, codec)
-    return parse_cut_request(body, json_end, cut, model_name=model_name, model_version=model_version, codec=codec, plans=plans if header_length is None else None)
+    return parse_cut_request(body, json_end, cut, model_name=model_name, model_version=model_version, codec=codec, plans=plans)
 
 
 Cut = tuple[bytes, dict[int, tuple[str, np.ndarray]]]
@@ -268,8 +269,11 @@ def parse_cut_request(
     body: bytes, json_end: int, cut: Cut | None, *, model_name: str, model_version: str | None, codec: Codec,
     plans: HeaderPlans | None = None,
 ) -> InferenceRequest:
-    """:func:`parse_request` for a body whose JSON part, ``body[:json_end]``, gave *cut*."""
+    """:func:`parse_request` for a body whose JSON part, ``body[:json_end]``, gave *cut*. *plans*
+    serve only a body that is all JSON: binary tensors after it are the header plans' business."""
     view = memoryview(body)
+    if json_end != len(body):
+        plans = None
     if cut is not None:
         # The numeric data read straight into arrays; the rest of the document, small, parsed
         # here, or planned before. Anything this parse would refuse is parsed again in full
@@ -284,7 +288,7 @@ def parse_cut_request(
         except (InvalidInputError, orjson.JSONDecodeError, _NotCut):
             pass
         else:
-            if plans is not None and json_end == len(body):
+            if plans is not None:
                 plans.add_cut(text, request, arrays)
             return request
     return _parse_document(_load_json(view[:json_end]), view, json_end, model_name, model_version, codec, {})
